@@ -1,0 +1,1 @@
+"""LangChain integration: the ChatInternVL chat model and its helpers."""

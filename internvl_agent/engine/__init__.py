@@ -1,0 +1,1 @@
+"""The local InternVL inference engine (transformers, no remote code)."""
