@@ -1,0 +1,101 @@
+"""The interface every computer implements.
+
+Coordinates passed to a computer are integer pixels of the most recent screenshot it returned
+(top-left origin). The agent converts the model's 0..1000 coordinates to screenshot pixels;
+each computer converts screenshot pixels to its own input space (CSS pixels for a browser,
+logical points for the desktop) in one place.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Literal
+
+from PIL import Image
+
+MouseButton = Literal["left", "right", "middle"]
+ScrollDirection = Literal["up", "down", "left", "right"]
+
+
+@dataclass
+class Screenshot:
+    """One capture of the screen or page, as the model sees it."""
+
+    image: Image.Image
+    url: str | None = None
+    title: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+@dataclass
+class ActionOutcome:
+    """What happened when an action ran: shown to the model as the step's outcome."""
+
+    ok: bool
+    message: str = ""
+    url: str | None = None
+
+
+class Computer(abc.ABC):
+    """A screen the agent can look at and act on."""
+
+    kind: str = "computer"
+
+    @abc.abstractmethod
+    def screenshot(self) -> Screenshot:
+        """Capture the current screen; later coordinates refer to this capture."""
+
+    @abc.abstractmethod
+    def click(self, x: int, y: int, *, button: MouseButton = "left", clicks: int = 1) -> ActionOutcome:
+        """Click at screenshot pixel (x, y)."""
+
+    @abc.abstractmethod
+    def type_text(self, text: str) -> ActionOutcome:
+        """Type text into whatever has focus."""
+
+    @abc.abstractmethod
+    def press_key(self, keys: str) -> ActionOutcome:
+        """Press a key or a combination such as "ctrl+a" or "shift+Tab"."""
+
+    @abc.abstractmethod
+    def scroll(
+        self, direction: ScrollDirection, amount: int = 3, x: int | None = None, y: int | None = None
+    ) -> ActionOutcome:
+        """Scroll by `amount` notches, at (x, y) when given, else at the centre."""
+
+    @abc.abstractmethod
+    def drag(self, from_x: int, from_y: int, to_x: int, to_y: int) -> ActionOutcome:
+        """Press at one screenshot pixel, move to another and release."""
+
+    def navigate(self, url: str) -> ActionOutcome:
+        """Open a URL (browsers only)."""
+        return ActionOutcome(False, f"navigate is not available on a {self.kind} computer")
+
+    def go_back(self) -> ActionOutcome:
+        """Go back one page (browsers only)."""
+        return ActionOutcome(False, f"go_back is not available on a {self.kind} computer")
+
+    def wait(self, seconds: float) -> ActionOutcome:
+        """Let the screen settle for `seconds`."""
+        import time
+
+        time.sleep(max(0.0, seconds))
+        return ActionOutcome(True, f"waited {seconds:g}s")
+
+    def current_url(self) -> str | None:
+        """The URL shown, for computers that have one."""
+        return None
+
+    def close(self) -> None:
+        """Release whatever the computer holds (browser, display)."""
+
+    def __enter__(self) -> Computer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
