@@ -51,7 +51,9 @@ class Computer(abc.ABC):
         """Capture the current screen; later coordinates refer to this capture."""
 
     @abc.abstractmethod
-    def click(self, x: int, y: int, *, button: MouseButton = "left", clicks: int = 1) -> ActionOutcome:
+    def click(
+        self, x: int, y: int, *, button: MouseButton = "left", clicks: int = 1
+    ) -> ActionOutcome:
         """Click at screenshot pixel (x, y)."""
 
     @abc.abstractmethod
@@ -64,7 +66,11 @@ class Computer(abc.ABC):
 
     @abc.abstractmethod
     def scroll(
-        self, direction: ScrollDirection, amount: int = 3, x: int | None = None, y: int | None = None
+        self,
+        direction: ScrollDirection,
+        amount: int = 3,
+        x: int | None = None,
+        y: int | None = None,
     ) -> ActionOutcome:
         """Scroll by `amount` notches, at (x, y) when given, else at the centre."""
 
@@ -91,7 +97,7 @@ class Computer(abc.ABC):
         """The URL shown, for computers that have one."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Release whatever the computer holds (browser, display)."""
 
     def __enter__(self) -> Computer:
