@@ -1,0 +1,640 @@
+"""Turn LangChain message content into text parts and decoded PIL images.
+
+`content_to_parts` accepts every content form LangChain produces or passes through:
+
+Text
+    * a plain ``str`` content, or ``str`` items of a content list;
+    * ``{"type": "text", "text": ...}`` (also OpenAI Responses ``"input_text"``);
+    * ``{"type": "text-plain", "text": ...}`` (v1 plain-text document, its text is used).
+
+Images (all decoded, EXIF-rotated and converted to RGB)
+    * v1 ``{"type": "image", "base64": ..., "mime_type": ...}``;
+    * v1 ``{"type": "image", "url": ...}`` where the URL is ``http(s)://``, ``data:``,
+      ``file://`` or a plain local path (``{"type": "image", "path": ...}`` works too);
+    * v0 ``{"type": "image", "source_type": "base64", "data": ..., "mime_type": ...}`` and
+      ``{"type": "image", "source_type": "url", "url": ...}``;
+    * Anthropic ``{"type": "image", "source": {"type": "base64" | "url", ...}}``;
+    * OpenAI ``{"type": "image_url", "image_url": {"url": ..., "detail": ...}}`` and
+      ``{"type": "image_url", "image_url": "https://..."}`` (``detail`` is ignored), and
+      OpenAI Responses ``{"type": "input_image", "image_url": ...}``;
+    * this package's extension ``{"type": "image", "image": <PIL.Image.Image>}``;
+    * ``{"type": "file", ...}`` (v1, v0 or OpenAI ``{"file": {"file_data": "data:..."}}``)
+      whose MIME type is ``image/*``; other files are rejected.
+
+Skipped (they carry nothing the model should see as input; tool calls are rendered from
+``AIMessage.tool_calls`` elsewhere)
+    * ``reasoning``, ``thinking``, ``redacted_thinking``;
+    * ``tool_call``, ``tool_call_chunk``, ``invalid_tool_call``, ``server_tool_call``,
+      ``server_tool_call_chunk``, ``server_tool_result`` and Anthropic ``tool_use``;
+    * ``non_standard`` blocks, unless their ``value`` is itself a supported text or image
+      block, which is then used.
+
+Everything else (``audio``, ``video``, ``input_audio``, unknown types, provider file ids)
+raises `MessageFormatError`. Image problems raise `ImageInputError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import io
+import mimetypes
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from internvl_agent.errors import ImageInputError, MessageFormatError
+
+__all__ = [
+    "ContentPart",
+    "ImageLoadOptions",
+    "ImagePart",
+    "TextPart",
+    "content_to_parts",
+    "load_image",
+]
+
+USER_AGENT = "internvl-agent (Python urllib)"
+_READ_CHUNK = 64 * 1024
+_URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
+_WINDOWS_DRIVE = re.compile(r"^[a-zA-Z]:[\\/]")
+_BASE64_LOOKING = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
+_FETCH_HINT = "download the image yourself and pass it as base64 or a local file"
+_GENERIC_BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
+
+_TEXT_TYPES = frozenset({"text", "input_text", "text-plain"})
+_IMAGE_TYPES = frozenset({"image", "image_url", "input_image"})
+_SKIPPED_TYPES = frozenset(
+    {
+        "reasoning",
+        "thinking",
+        "redacted_thinking",
+        "tool_call",
+        "tool_call_chunk",
+        "invalid_tool_call",
+        "server_tool_call",
+        "server_tool_call_chunk",
+        "server_tool_result",
+        "tool_use",
+    }
+)
+_SUPPORTED_HELP = (
+    "supported block types are 'text', 'image' (base64, url, path or a PIL image under "
+    "'image'), 'image_url', 'input_image' and 'file' with an image/* MIME type; "
+    "reasoning and tool-call blocks are skipped"
+)
+
+
+@dataclass
+class TextPart:
+    """A run of text from the message content."""
+
+    text: str
+
+
+@dataclass
+class ImagePart:
+    """A decoded image: `image` is fully loaded RGB; `source` describes where it came from."""
+
+    image: Image.Image
+    source: str
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True)
+class ImageLoadOptions:
+    """Limits and permissions for loading images."""
+
+    max_pixels: int = 50_000_000
+    """Largest accepted width*height (decompression-bomb guard), checked before decoding."""
+    max_bytes: int = 20 * 1024 * 1024
+    """Largest accepted encoded size: download, file or decoded base64."""
+    fetch_timeout: float = 10.0
+    """Seconds allowed for a whole http(s) fetch."""
+    allow_remote: bool = True
+    """Whether http(s) URLs may be fetched."""
+    allow_local_files: bool = True
+    """Whether local paths and file:// URLs may be read."""
+
+
+_DEFAULT_OPTIONS = ImageLoadOptions()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _human_size(n_bytes: int) -> str:
+    """Format a byte count for messages, e.g. '12 KB'."""
+    if n_bytes < 1024:
+        return f"{n_bytes} B"
+    if n_bytes < 1024 * 1024:
+        return f"{n_bytes / 1024:.0f} KB"
+    return f"{n_bytes / (1024 * 1024):.1f} MB"
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """Truncate a string for use in an error message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_mime(mime_type: str | None, source: str) -> None:
+    """Reject a declared MIME type that is neither image/* nor generic binary."""
+    if not mime_type:
+        return
+    mime = mime_type.split(";", 1)[0].strip().lower()
+    if mime.startswith("image/") or mime in _GENERIC_BINARY_TYPES:
+        return
+    raise ImageInputError(
+        f"{source} has MIME type {mime!r}, not an image/* type; pass an image "
+        "(PNG, JPEG, WebP, ...) instead"
+    )
+
+
+def _check_size(n_bytes: int, source: str, options: ImageLoadOptions) -> None:
+    """Reject encoded image data over `options.max_bytes`."""
+    if n_bytes > options.max_bytes:
+        raise ImageInputError(
+            f"{source} is larger than the limit of {options.max_bytes} bytes "
+            f"({_human_size(options.max_bytes)}); pass a smaller image or raise "
+            "ImageLoadOptions.max_bytes"
+        )
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _open_lazily(data: bytes, source: str) -> Image.Image:
+    """Open image data without decoding pixels; PIL's own bomb guard may fire here."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageInputError(
+            f"{source} is too large to decode safely (PIL: {exc}); if you trust it, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS and ImageLoadOptions.max_pixels"
+        ) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageInputError(f"{source} cannot be decoded as an image (PIL: {exc})") from exc
+
+
+def _check_pixels(image: Image.Image, source: str, options: ImageLoadOptions) -> None:
+    """Reject an image whose width*height exceeds `options.max_pixels`."""
+    width, height = image.size
+    if width * height > options.max_pixels:
+        raise ImageInputError(
+            f"{source} is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{options.max_pixels} pixels; downscale it or raise ImageLoadOptions.max_pixels"
+        )
+
+
+def _load_pixels(image: Image.Image, source: str) -> None:
+    """Decode the pixel data of a lazily opened image."""
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageInputError(f"{source} cannot be decoded as an image (PIL: {exc})") from exc
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """Rotate/flip per the EXIF orientation tag; a malformed tag is ignored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError):
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert to RGB; transparent pixels (RGBA, LA, PA, P/L/RGB with transparency) go on white."""
+    if image.mode == "RGB" and "transparency" not in image.info:
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _finish(image: Image.Image, source: str) -> ImagePart:
+    """Orient and convert a loaded image into an `ImagePart`."""
+    return ImagePart(image=_to_rgb(_apply_exif_orientation(image)), source=source)
+
+
+def _decode_bytes(data: bytes, source: str, options: ImageLoadOptions) -> ImagePart:
+    """Decode encoded image bytes, checking byte and pixel limits before decoding pixels."""
+    _check_size(len(data), source, options)
+    image = _open_lazily(data, source)
+    _check_pixels(image, source, options)
+    _load_pixels(image, source)
+    return _finish(image, source)
+
+
+def _from_pil(image: Image.Image, options: ImageLoadOptions) -> ImagePart:
+    """Accept an in-memory PIL image (loading it if it is still lazy)."""
+    source = f"PIL image {image.width}x{image.height} {image.mode}"
+    _check_pixels(image, source, options)
+    _load_pixels(image, source)
+    return _finish(image, source)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _compact_base64(data: str) -> str:
+    """Normalise base64 text: drop whitespace, map URL-safe characters, restore padding."""
+    compact = "".join(data.split()).replace("-", "+").replace("_", "/")
+    return compact + "=" * (-len(compact) % 4)
+
+
+def _decode_base64_text(data: str, label: str) -> bytes:
+    """Decode standard or URL-safe base64, tolerating whitespace and missing padding."""
+    try:
+        return base64.b64decode(_compact_base64(data), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageInputError(f"{label} data is not valid base64 ({exc})") from exc
+
+
+def _load_base64(data: str | bytes, mime_type: str | None, options: ImageLoadOptions) -> ImagePart:
+    """Load an image from a base64 payload (a data: URL is accepted too)."""
+    if isinstance(data, bytes):
+        data = data.decode("ascii", errors="replace")
+    if not isinstance(data, str):
+        raise ImageInputError(f"base64 image data must be a str, not {type(data).__name__}")
+    if data.startswith("data:"):
+        return _load_data_url(data, options)
+    label = f"base64 {mime_type or 'image'}"
+    _check_mime(mime_type, label)
+    # Reject oversize data before decoding it: n base64 characters hold at most 3n/4 bytes.
+    estimate = len(data) * 3 // 4
+    if estimate > options.max_bytes + 1024:
+        _check_size(estimate, f"{label} (about {_human_size(estimate)})", options)
+    raw = _decode_base64_text(data, label)
+    return _decode_bytes(raw, f"{label} ({_human_size(len(raw))})", options)
+
+
+def _parse_data_url(url: str) -> tuple[str, bool, str]:
+    """Split 'data:<mime>[;params][;base64],<payload>' into (mime, is_base64, payload)."""
+    header, sep, payload = url[len("data:") :].partition(",")
+    if not sep:
+        raise ImageInputError("data URL has no ',' separating its header from its data")
+    params = [p.strip() for p in header.split(";")]
+    is_base64 = any(p.lower() == "base64" for p in params[1:])
+    return params[0], is_base64, payload
+
+
+def _load_data_url(url: str, options: ImageLoadOptions) -> ImagePart:
+    """Load an image from a data: URL (base64 or percent-encoded)."""
+    mime_type, is_base64, payload = _parse_data_url(url)
+    label = f"data URL {mime_type or 'image'}"
+    _check_mime(mime_type, label)
+    if is_base64:
+        raw = _decode_base64_text(payload, label)
+    else:
+        raw = urllib.parse.unquote_to_bytes(payload)
+    return _decode_bytes(raw, f"{label} ({_human_size(len(raw))})", options)
+
+
+def _read_capped(response: Any, limit: int, deadline: float, url: str) -> bytes:
+    """Read at most `limit` + 1 bytes from an HTTP response before `deadline`."""
+    chunks: list[bytes] = []
+    received = 0
+    while received <= limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading {url} took too long")
+        chunk = response.read(min(_READ_CHUNK, limit + 1 - received))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
+    return b"".join(chunks)
+
+
+def _http_get(url: str, options: ImageLoadOptions) -> tuple[bytes, str | None]:
+    """GET `url`; return (body, Content-Type header) with size and time limits applied."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+    deadline = time.monotonic() + options.fetch_timeout
+    opener = urllib.request.build_opener()  # reads proxy settings from the environment now
+    with opener.open(request, timeout=options.fetch_timeout) as response:
+        content_type = response.headers.get("Content-Type")
+        length = response.headers.get("Content-Length")
+        if length and length.isdigit():
+            _check_size(int(length), f"image at {url}", options)
+        body = _read_capped(response, options.max_bytes, deadline, url)
+    return body, content_type
+
+
+def _fetch_url(url: str, options: ImageLoadOptions) -> ImagePart:
+    """Fetch and decode an http(s) image URL."""
+    source = _short(url, 200)
+    if not options.allow_remote:
+        raise ImageInputError(
+            f"fetching remote images is disabled (ImageLoadOptions.allow_remote=False), so "
+            f"{source} cannot be loaded; {_FETCH_HINT}"
+        )
+    try:
+        body, content_type = _http_get(url, options)
+    except ImageInputError:
+        raise
+    except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the open response
+        raise ImageInputError(
+            f"fetching {source} failed: HTTP {exc.code} {exc.reason}; check the URL or "
+            f"{_FETCH_HINT}"
+        ) from exc
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        kind = "timed out" if isinstance(reason, TimeoutError) else "failed"
+        raise ImageInputError(
+            f"fetching {source} {kind} ({reason}; timeout {options.fetch_timeout} s, "
+            f"see ImageLoadOptions.fetch_timeout); {_FETCH_HINT}"
+        ) from exc
+    _check_mime(content_type, f"the response from {source}")
+    return _decode_bytes(body, source, options)
+
+
+def _local_path(text: str) -> Path:
+    """Turn a file:// URL or a plain path string into a Path."""
+    if not text.lower().startswith("file:"):
+        return Path(text).expanduser()
+    parsed = urllib.parse.urlparse(text)
+    if parsed.netloc not in ("", "localhost"):
+        raise ImageInputError(
+            f"file URL {_short(text)} names host {parsed.netloc!r}; only local files "
+            "(file:///path) can be read"
+        )
+    return Path(urllib.request.url2pathname(parsed.path))
+
+
+def _missing_file_message(text: str) -> str:
+    """Explain a path that does not exist, hinting when it looks like raw base64."""
+    message = f"image file {_short(text)} does not exist"
+    if len(text) > 256 and _BASE64_LOOKING.match(text[:1024]):
+        message = (
+            f"image string of {len(text)} characters is neither a URL nor an existing file; "
+            "it looks like raw base64: pass a data: URL or an "
+            "{'type': 'image', 'base64': ..., 'mime_type': ...} block"
+        )
+    return message
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` is an existing regular file (False for unusable names too)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # e.g. name too long, embedded NUL
+        return False
+
+
+def _load_local(location: str | os.PathLike[str], options: ImageLoadOptions) -> ImagePart:
+    """Read and decode a local image file (plain path or file:// URL)."""
+    text = os.fspath(location)
+    if not options.allow_local_files:
+        raise ImageInputError(
+            f"reading local files is disabled (ImageLoadOptions.allow_local_files=False), so "
+            f"{_short(text)} cannot be loaded; pass the image as base64 instead"
+        )
+    path = _local_path(text)
+    if not _is_file(path):
+        raise ImageInputError(_missing_file_message(text))
+    try:
+        _check_size(path.stat().st_size, str(path), options)
+        with path.open("rb") as handle:
+            data = handle.read(options.max_bytes + 1)
+    except OSError as exc:
+        raise ImageInputError(f"cannot read image file {_short(text)}: {exc}") from exc
+    return _decode_bytes(data, str(path), options)
+
+
+def _load_string(text: str, options: ImageLoadOptions) -> ImagePart:
+    """Dispatch a string source: data: URL, http(s) URL, file:// URL or local path."""
+    scheme_match = _URL_SCHEME.match(text)
+    scheme = scheme_match.group(1).lower() if scheme_match else ""
+    if scheme == "data":
+        return _load_data_url(text, options)
+    if scheme in ("http", "https"):
+        return _fetch_url(text, options)
+    if scheme == "file" or not scheme or _WINDOWS_DRIVE.match(text):
+        return _load_local(text, options)
+    raise ImageInputError(
+        f"image URL {_short(text)} has unsupported scheme {scheme!r}; use http(s)://, "
+        "data:, file:// or a local path"
+    )
+
+
+def load_image(
+    source: Image.Image | bytes | str | os.PathLike[str],
+    options: ImageLoadOptions = _DEFAULT_OPTIONS,
+) -> ImagePart:
+    """Load an image from a PIL image, encoded bytes, a URL/data URL/file URL or a path.
+
+    Strings are URLs (``http(s)://``, ``data:``, ``file://``) or local paths; raw base64
+    strings are not accepted here (use a ``data:`` URL). The result is fully decoded,
+    rotated per its EXIF orientation and converted to RGB, with transparency composited
+    on a white background. Raises `ImageInputError` on any failure.
+    """
+    if isinstance(source, Image.Image):
+        return _from_pil(source, options)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raw = bytes(source)
+        return _decode_bytes(raw, f"image bytes ({_human_size(len(raw))})", options)
+    if isinstance(source, str):
+        return _load_string(source, options)
+    if isinstance(source, os.PathLike):
+        return _load_local(source, options)
+    raise ImageInputError(
+        f"cannot load an image from a {type(source).__name__}; pass a PIL image, bytes, "
+        "a URL or a path"
+    )
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def _text_of(block: dict[str, Any]) -> TextPart:
+    """The text of a text-like block."""
+    text = block.get("text")
+    if isinstance(text, str):
+        return TextPart(text)
+    if text is None and block.get("type") == "text-plain":
+        raise MessageFormatError(
+            "plain-text documents are supported only with their 'text' inline, not by "
+            "URL or file id"
+        )
+    raise MessageFormatError(f"its 'text' must be a str, not {type(text).__name__}")
+
+
+def _no_file_ids(block: dict[str, Any]) -> None:
+    """Reject a block that points at a provider's file storage instead of carrying data."""
+    if "file_id" in block or block.get("source_type") == "id":
+        raise MessageFormatError(
+            "it refers to a provider file id, which a local model cannot resolve; pass the "
+            "data as base64 or a URL instead"
+        )
+
+
+def _anthropic_source(source: dict[str, Any], options: ImageLoadOptions) -> ImagePart:
+    """Load an Anthropic-style ``source`` ({"type": "base64"|"url", ...})."""
+    kind = source.get("type")
+    if kind == "base64" and "data" in source:
+        return _load_base64(source["data"], source.get("media_type"), options)
+    if kind == "url" and isinstance(source.get("url"), str):
+        return load_image(source["url"], options)
+    raise MessageFormatError(f"its 'source' of type {kind!r} is not supported; use base64 or url")
+
+
+def _image_from_block(block: dict[str, Any], options: ImageLoadOptions) -> ImagePart:
+    """Load the image of a v1/v0/Anthropic ``image`` (or image ``file``) block."""
+    if "image" in block:
+        if not isinstance(block["image"], Image.Image):
+            raise MessageFormatError(
+                f"its 'image' must be a PIL.Image.Image, not {type(block['image']).__name__}"
+            )
+        return _from_pil(block["image"], options)
+    if isinstance(block.get("source"), dict):
+        return _anthropic_source(block["source"], options)
+    data = block.get("base64")
+    if data is None and block.get("source_type") == "base64":
+        data = block.get("data")
+    if data is not None:
+        return _load_base64(data, block.get("mime_type"), options)
+    for key in ("url", "path"):
+        value = block.get(key)
+        if isinstance(value, str) and value:
+            return _load_string(value, options) if key == "url" else _load_local(value, options)
+    _no_file_ids(block)
+    raise MessageFormatError(
+        "it has no image data; give one of 'base64' (+ 'mime_type'), 'url', 'path' or 'image'"
+    )
+
+
+def _image_from_openai(block: dict[str, Any], options: ImageLoadOptions) -> ImagePart:
+    """Load an OpenAI ``image_url`` / Responses ``input_image`` block (``detail`` ignored)."""
+    _no_file_ids(block)
+    value = block.get("image_url")
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url:
+        raise MessageFormatError(
+            "its 'image_url' must be a URL string or {'url': '...'} (http(s) or data: URL)"
+        )
+    return _load_string(url, options)
+
+
+def _file_mime_type(block: dict[str, Any]) -> str | None:
+    """The MIME type of a ``file`` block: declared, from a data: URL, or guessed from a name."""
+    nested = block.get("file") if isinstance(block.get("file"), dict) else {}
+    for candidate in (block.get("url"), nested.get("file_data")):
+        if isinstance(candidate, str) and candidate.startswith("data:"):
+            return _parse_data_url(candidate)[0] or None
+    if block.get("mime_type"):
+        return str(block["mime_type"])
+    for name in (block.get("url"), block.get("filename"), nested.get("filename")):
+        if isinstance(name, str):
+            guessed = mimetypes.guess_type(urllib.parse.urlparse(name).path)[0]
+            if guessed:
+                return guessed
+    return None
+
+
+def _image_from_file_block(block: dict[str, Any], options: ImageLoadOptions) -> ImagePart:
+    """Load a ``file`` block if it holds an image; reject other files."""
+    mime_type = _file_mime_type(block)
+    if not mime_type or not mime_type.lower().startswith("image/"):
+        raise MessageFormatError(
+            f"only image files are supported, but this file's MIME type is "
+            f"{mime_type or 'unknown'!r}; for documents, extract the text and send a text block"
+        )
+    nested = block.get("file")
+    if isinstance(nested, dict) and isinstance(nested.get("file_data"), str):
+        return _load_string(nested["file_data"], options)
+    return _image_from_block(block, options)
+
+
+def _unwrap_non_standard(block: dict[str, Any]) -> dict[str, Any] | None:
+    """The supported block inside a ``non_standard`` block, if any."""
+    value = block.get("value")
+    if isinstance(value, dict) and value.get("type") in _TEXT_TYPES | _IMAGE_TYPES | {"file"}:
+        return value
+    return None
+
+
+def _block_to_part(block: dict[str, Any], options: ImageLoadOptions) -> ContentPart | None:
+    """Convert one content block; None for blocks that are skipped."""
+    block_type = block.get("type")
+    if block_type == "non_standard":
+        inner = _unwrap_non_standard(block)
+        return None if inner is None else _block_to_part(inner, options)
+    if block_type in _SKIPPED_TYPES:
+        return None
+    if block_type in _TEXT_TYPES:
+        return _text_of(block)
+    if block_type == "image":
+        return _image_from_block(block, options)
+    if block_type in ("image_url", "input_image"):
+        return _image_from_openai(block, options)
+    if block_type == "file":
+        return _image_from_file_block(block, options)
+    if block_type is None:
+        raise MessageFormatError(f"the block has no 'type' key; {_SUPPORTED_HELP}")
+    raise MessageFormatError(f"type {block_type!r} is not supported; {_SUPPORTED_HELP}")
+
+
+def _item_to_part(item: object, options: ImageLoadOptions) -> ContentPart | None:
+    """Convert one item of a content list (a str or a block dict)."""
+    if isinstance(item, str):
+        return TextPart(item)
+    if isinstance(item, dict):
+        return _block_to_part(item, options)
+    if isinstance(item, Image.Image):
+        raise MessageFormatError(
+            "a bare PIL image is not a content block; wrap it as {'type': 'image', 'image': img}"
+        )
+    raise MessageFormatError(f"content items must be str or dict blocks, not {type(item).__name__}")
+
+
+def _block_label(item: object) -> str:
+    """A short name for an item's type, for error locations."""
+    if isinstance(item, dict):
+        return repr(item.get("type"))
+    return type(item).__name__
+
+
+def content_to_parts(
+    content: str | list[Any],
+    *,
+    where: str,
+    options: ImageLoadOptions = _DEFAULT_OPTIONS,
+) -> list[ContentPart]:
+    """Convert LangChain message content into ordered text and image parts.
+
+    `where` names the message for error messages (e.g. ``"messages[2] (human)"``).
+    Empty text is dropped; adjacent text parts are kept separate (the caller joins them).
+    Reasoning, tool-call and unrecognised ``non_standard`` blocks are skipped; see the
+    module docstring for every accepted form. Raises `MessageFormatError` for unsupported
+    blocks and `ImageInputError` for images that cannot be loaded, naming `where` and the
+    block index.
+    """
+    if isinstance(content, str):
+        return [TextPart(content)] if content else []
+    if not isinstance(content, list):
+        raise MessageFormatError(
+            f"{where}: content must be a str or a list of blocks, not {type(content).__name__}"
+        )
+    parts: list[ContentPart] = []
+    for index, item in enumerate(content):
+        try:
+            part = _item_to_part(item, options)
+        except (ImageInputError, MessageFormatError) as exc:
+            location = f"{where}, content block {index} (type {_block_label(item)})"
+            raise type(exc)(f"{location}: {exc}") from exc
+        if part is not None and not (isinstance(part, TextPart) and not part.text):
+            parts.append(part)
+    return parts
