@@ -1,0 +1,121 @@
+"""LangChain messages → the engine's turns (Qwen2.5 conventions for tools).
+
+- System messages merge into one leading system turn; tools are described there.
+- Assistant tool calls are written back as `<tool_call>` blocks.
+- Consecutive tool results share one user turn of `<tool_response>` blocks, as Qwen2.5 does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from PIL import Image
+
+from internvl_agent.chat.content import ImageLoadOptions, ImagePart, content_to_parts
+from internvl_agent.chat.tools import format_tool_call
+from internvl_agent.engine.prompt import INTERNVL_SYSTEM_MESSAGE, Turn
+from internvl_agent.errors import MessageFormatError
+
+_CHAT_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}
+
+
+def messages_to_turns(
+    messages: Sequence[BaseMessage],
+    *,
+    system_message: str | None = None,
+    tools_prompt: str | None = None,
+    image_options: ImageLoadOptions | None = None,
+) -> list[Turn]:
+    """Convert a LangChain conversation; the result always starts with a system turn."""
+    options = image_options or ImageLoadOptions()
+    system_texts: list[str] = []
+    turns: list[Turn] = []
+    tool_turn: Turn | None = None  # the user turn that collects consecutive tool results
+    for index, message in enumerate(messages):
+        where = f"message {index} ({message.type})"
+        if isinstance(message, SystemMessage) or (
+            isinstance(message, ChatMessage) and message.role == "system"
+        ):
+            system_texts.append(_text_only(message.content, where, options))
+        elif isinstance(message, HumanMessage):
+            turns.append(Turn("user", _parts(message.content, where, options)))
+        elif isinstance(message, AIMessage):
+            turns.append(Turn("assistant", _assistant_parts(message, where, options)))
+        elif isinstance(message, (ToolMessage, FunctionMessage)):
+            block = _tool_result_parts(message, where, options)
+            if turns and turns[-1] is tool_turn:
+                tool_turn.parts.extend(["\n", *block])
+            else:
+                tool_turn = Turn("user", block)
+                turns.append(tool_turn)
+        elif isinstance(message, ChatMessage) and message.role in _CHAT_ROLES:
+            role = _CHAT_ROLES[message.role]
+            turns.append(Turn(role, _parts(message.content, where, options)))  # type: ignore[arg-type]
+        else:
+            raise MessageFormatError(
+                f"{where}: {type(message).__name__} cannot be sent to InternVL; use system, "
+                "human, ai or tool messages (or ChatMessage with role user/assistant/system)."
+            )
+    system = "\n\n".join(t for t in system_texts if t) or system_message
+    if system is None:
+        system = INTERNVL_SYSTEM_MESSAGE
+    if tools_prompt:
+        system = f"{system}\n\n{tools_prompt}" if system else tools_prompt
+    return [Turn("system", [system]), *turns]
+
+
+def _parts(content: Any, where: str, options: ImageLoadOptions) -> list[str | Image.Image]:
+    out: list[str | Image.Image] = []
+    for part in content_to_parts(content, where=where, options=options):
+        out.append(part.image if isinstance(part, ImagePart) else part.text)
+    return out
+
+
+def _text_only(content: Any, where: str, options: ImageLoadOptions) -> str:
+    parts = _parts(content, where, options)
+    if any(isinstance(p, Image.Image) for p in parts):
+        raise MessageFormatError(
+            f"{where}: a system message cannot carry images with InternVL; "
+            "put images in a human message."
+        )
+    return "".join(p for p in parts if isinstance(p, str))
+
+
+def _assistant_parts(
+    message: AIMessage, where: str, options: ImageLoadOptions
+) -> list[str | Image.Image]:
+    parts = _parts(message.content, where, options) if message.content else []
+    for call in message.tool_calls:
+        block = format_tool_call(call["name"], call.get("args") or {})
+        prefix = "\n" if parts else ""
+        parts.append(prefix + block)
+    return parts
+
+
+def _tool_result_parts(
+    message: BaseMessage, where: str, options: ImageLoadOptions
+) -> list[str | Image.Image]:
+    content = message.content
+    if isinstance(content, (dict, list)) and not _is_block_list(content):
+        content = json.dumps(content, ensure_ascii=False)
+    parts = _parts(content, where, options)
+    if getattr(message, "status", "success") == "error":
+        parts.insert(0, "Error: ")
+    return ["<tool_response>\n", *parts, "\n</tool_response>"]
+
+
+def _is_block_list(content: Any) -> bool:
+    return isinstance(content, list) and all(
+        isinstance(item, str) or (isinstance(item, dict) and "type" in item) for item in content
+    )

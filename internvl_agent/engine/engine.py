@@ -1,0 +1,394 @@
+"""The local InternVL engine: one loaded model per process, batching concurrent requests.
+
+Callers (any thread, sync or async) prepare their request (image tiling, prompt, tokens) in
+their own thread and submit it; one worker thread owns the model and runs compatible pending
+requests together as one batch through `model.generate`, streaming each row's tokens back.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from internvl_agent.engine.decoding import RowDecoder
+from internvl_agent.engine.images import preprocess_image
+from internvl_agent.engine.loading import LoadedModel, LoadSpec, load_model
+from internvl_agent.engine.prompt import render_prompt
+from internvl_agent.engine.requests import (
+    GenerationRequest,
+    GenerationResult,
+    RequestHandle,
+    SamplingParams,
+)
+from internvl_agent.errors import ContextLengthError
+
+
+@dataclass
+class PreparedRequest:
+    """A request turned into token ids and pixel tensors, ready for the worker."""
+
+    request: GenerationRequest
+    input_ids: list[int]
+    pixel_values: Any  # torch.Tensor (tiles, 3, 448, 448) or None
+    image_tokens: int
+    num_images: int
+    max_new_tokens: int
+    handle: RequestHandle
+    timings: dict[str, float]
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Requests with equal keys can share one `generate` call."""
+        sampling = self.request.sampling
+        if sampling.seed is not None:
+            return ("seeded", id(self))  # a seed only means something for a request alone
+        constrained = self.request.constraint is not None
+        return (sampling, constrained, self.max_new_tokens if constrained else None)
+
+
+class InternVLEngine:
+    """Loads a checkpoint lazily and serves generation requests from any thread."""
+
+    def __init__(self, spec: LoadSpec, *, max_batch_size: int = 8, batch_wait_s: float = 0.005):
+        self.spec = spec
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_s
+        self._loaded: LoadedModel | None = None
+        self._load_lock = threading.Lock()
+        self._pending: deque[PreparedRequest] = deque()
+        self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._closing = False
+
+    # --- loading ---
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model and tokenizer, loading them on first use."""
+        if self._loaded is None:
+            with self._load_lock:
+                if self._loaded is None:
+                    self._loaded = load_model(self.spec)
+        return self._loaded
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    @property
+    def context_length(self) -> int:
+        config = self.model.config
+        return int(getattr(config.text_config, "max_position_embeddings", 32768))
+
+    @property
+    def tokens_per_tile(self) -> int:
+        return int(getattr(self.model.config, "image_seq_length", 256))
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        tok = self.tokenizer
+        ids = {tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
+        if tok.eos_token_id is not None:
+            ids.add(tok.eos_token_id)
+        return {i for i in ids if isinstance(i, int) and i >= 0 and i != tok.unk_token_id}
+
+    # --- request preparation (caller's thread) ---
+    def prepare(self, request: GenerationRequest) -> PreparedRequest:
+        """Tile the images, render the prompt and tokenize it; check it fits the context."""
+        import numpy as np
+        import torch
+
+        loaded = self.loaded
+        started = time.perf_counter()
+        images = [img for turn in request.turns for img in turn.images]
+        processed = [preprocess_image(img, request.tiling) for img in images]
+        tiles = [p.num_tiles for p in processed]
+        pixel_values = None
+        if processed:
+            array = np.concatenate([p.pixel_values for p in processed], axis=0)
+            pixel_values = torch.from_numpy(array).to(dtype=loaded.dtype)
+        preprocess_s = time.perf_counter() - started
+        prompt = render_prompt(
+            request.turns,
+            tiles,
+            tokens_per_tile=self.tokens_per_tile,
+            default_system=request.default_system,
+            prefill=request.prefill,
+        )
+        input_ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        image_tokens = sum(tiles) * self.tokens_per_tile
+        room = self.context_length - len(input_ids)
+        if room < 1:
+            raise ContextLengthError(
+                f"the prompt is {len(input_ids)} tokens ({image_tokens} of them for "
+                f"{len(images)} image(s), {sum(tiles)} tiles) but the model's context is "
+                f"{self.context_length} tokens. Lower max_tiles, send fewer images or trim the "
+                "conversation history."
+            )
+        timings = {"preprocess_s": preprocess_s, "tokenize_s": time.perf_counter() - started}
+        return PreparedRequest(
+            request=request,
+            input_ids=list(input_ids),
+            pixel_values=pixel_values,
+            image_tokens=image_tokens,
+            num_images=len(images),
+            max_new_tokens=max(1, min(request.max_new_tokens, room)),
+            handle=RequestHandle(),
+            timings=timings,
+        )
+
+    # --- submission ---
+    def submit(self, request: GenerationRequest) -> RequestHandle:
+        """Queue a request; iterate the returned handle for text, or call `.result()`."""
+        prepared = self.prepare(request)
+        self._ensure_worker()
+        with self._cond:
+            self._pending.append(prepared)
+            self._cond.notify_all()
+        return prepared.handle
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        return self.submit(request).result()
+
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Submit several requests at once so that they run as one batch where possible."""
+        handles = [self.submit(r) for r in requests]
+        return [h.result() for h in handles]
+
+    # --- the worker ---
+    def _ensure_worker(self) -> None:
+        with self._cond:
+            self._closing = False
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._work, name="internvl-engine", daemon=True
+                )
+                self._worker.start()
+
+    def close(self) -> None:
+        """Stop the worker thread once the requests already queued have run."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=30)
+
+    def _next_batch(self) -> list[PreparedRequest]:
+        with self._cond:
+            while not self._pending:
+                if self._closing:
+                    return []
+                self._cond.wait()
+        if self.batch_wait_s > 0:
+            time.sleep(self.batch_wait_s)  # let concurrent callers join this batch
+        with self._cond:
+            first = self._pending.popleft()
+            batch, rest = [first], deque()
+            while self._pending:
+                item = self._pending.popleft()
+                same = item.batch_key() == first.batch_key()
+                if same and len(batch) < self.max_batch_size:
+                    batch.append(item)
+                else:
+                    rest.append(item)
+            self._pending.extendleft(reversed(rest))
+        return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if not batch:
+                return
+            live = [p for p in batch if not p.handle.cancelled]
+            try:
+                if live:
+                    self._run_batch(live)
+            except BaseException as exc:  # deliver every failure to the callers
+                for item in live:
+                    if not item.handle.finished:
+                        item.handle.fail(exc)
+            for item in batch:
+                if not item.handle.finished:
+                    item.handle.fail(RuntimeError("request cancelled before it ran"))
+
+    def _run_batch(self, batch: list[PreparedRequest]) -> None:
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        loaded = self.loaded
+        pad_id = loaded.tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else min(self.eos_token_ids)
+        width = max(len(p.input_ids) for p in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, item in enumerate(batch):  # left padding
+            input_ids[row, width - len(item.input_ids) :] = torch.tensor(item.input_ids)
+            attention[row, width - len(item.input_ids) :] = 1
+        pixels = [p.pixel_values for p in batch if p.pixel_values is not None]
+        eos = self.eos_token_ids
+        decoders = [
+            RowDecoder(loaded.tokenizer, eos, p.max_new_tokens, p.request.stop) for p in batch
+        ]
+        tracker = _BatchTracker(batch, decoders)
+        sampling = batch[0].request.sampling
+        config = _generation_config(sampling, max(p.max_new_tokens for p in batch), eos, pad_id)
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids.to(loaded.device),
+            "attention_mask": attention.to(loaded.device),
+            "generation_config": config,
+            "streamer": tracker,
+            "stopping_criteria": StoppingCriteriaList([tracker]),
+        }
+        if pixels:
+            kwargs["pixel_values"] = torch.cat(pixels).to(loaded.device)
+        constraints = [p.request.constraint for p in batch]
+        if any(c is not None for c in constraints):
+            from internvl_agent.engine.constrained import make_logits_processor
+
+            processor = make_logits_processor(
+                constraints, max_new_tokens=batch[0].max_new_tokens, eos_token_ids=sorted(eos)
+            )
+            kwargs["logits_processor"] = LogitsProcessorList([processor])
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        tracker.started = time.perf_counter()
+        with torch.inference_mode():
+            loaded.model.generate(**kwargs)
+        tracker.finish_all()
+
+
+def _generation_config(
+    sampling: SamplingParams, max_new_tokens: int, eos: set[int], pad_id: int
+) -> Any:
+    from transformers import GenerationConfig
+
+    values: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": sampling.do_sample,
+        "eos_token_id": sorted(eos),
+        "pad_token_id": pad_id,
+        "repetition_penalty": sampling.repetition_penalty,
+    }
+    if sampling.do_sample:
+        values.update(
+            temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None
+        )
+    else:
+        values.update(temperature=None, top_p=None, top_k=None)
+    return GenerationConfig(**values)
+
+
+class _BatchTracker:
+    """Both the streamer and the stopping criterion of one `generate` call.
+
+    transformers calls `put` with each step's new tokens before it asks the stopping criteria,
+    so each row's decoder decides there whether the row is done.
+    """
+
+    def __init__(self, batch: list[PreparedRequest], decoders: list[RowDecoder]):
+        self.batch = batch
+        self.decoders = decoders
+        self._seen_prompt = False
+        self.started = time.perf_counter()
+        self.first_token_at: list[float | None] = [None] * len(batch)
+
+    # streamer protocol
+    def put(self, value: Any) -> None:
+        if not self._seen_prompt:  # the first call carries the prompt
+            self._seen_prompt = True
+            return
+        tokens = value.view(-1).tolist()
+        now = time.perf_counter()
+        for row, (item, decoder) in enumerate(zip(self.batch, self.decoders, strict=True)):
+            if decoder.done:
+                continue
+            if item.handle.cancelled:
+                decoder.cancel()
+            else:
+                if self.first_token_at[row] is None:
+                    self.first_token_at[row] = now
+                item.handle.push_text(decoder.add_token(int(tokens[row])))
+            if decoder.done:
+                self._finish_row(row)
+
+    def end(self) -> None:
+        pass
+
+    # stopping-criteria protocol
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        pairs = zip(self.decoders, self.batch, strict=True)
+        done = [d.done or item.handle.cancelled for d, item in pairs]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def finish_all(self) -> None:
+        for row, decoder in enumerate(self.decoders):
+            if not self.batch[row].handle.finished:
+                if not decoder.done:
+                    decoder.finish_reason = "length"
+                    self.batch[row].handle.push_text(decoder._flush())
+                self._finish_row(row)
+
+    def _finish_row(self, row: int) -> None:
+        item, decoder = self.batch[row], self.decoders[row]
+        now = time.perf_counter()
+        first = self.first_token_at[row] or now
+        timings = dict(item.timings)
+        timings.update(
+            queue_and_prefill_s=first - self.started,
+            generate_s=now - self.started,
+            batch_size=float(len(self.batch)),
+        )
+        item.handle.finish(
+            GenerationResult(
+                text=decoder.final_text(),
+                finish_reason=decoder.finish_reason or "length",
+                input_tokens=len(item.input_ids),
+                output_tokens=decoder.num_generated,
+                image_tokens=item.image_tokens,
+                num_images=item.num_images,
+                timings=timings,
+            )
+        )
+
+
+_ENGINES: dict[LoadSpec, InternVLEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(spec: LoadSpec) -> InternVLEngine:
+    """The process-wide engine for this (checkpoint, device, dtype, ...), created on first use.
+
+    Creating it loads nothing: weights load when the first request is prepared.
+    """
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(spec)
+        if engine is None:
+            engine = _ENGINES[spec] = InternVLEngine(spec)
+        return engine
+
+
+@atexit.register
+def _close_engines() -> None:
+    """Let worker threads end before the interpreter tears torch down."""
+    for engine in loaded_engines():
+        engine.close()
+
+
+def loaded_engines() -> list[InternVLEngine]:
+    """Engines created in this process (loaded or not)."""
+    with _ENGINES_LOCK:
+        return list(_ENGINES.values())

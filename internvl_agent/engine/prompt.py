@@ -1,0 +1,77 @@
+"""Render a conversation into InternVL's prompt text (Qwen2 `<|im_start|>` chat format).
+
+Each image becomes `<img>` + `<IMG_CONTEXT>` x (256 * tiles) + `</img>`; with several images in
+one conversation they are numbered `Image-1: ...`, as InternVL was trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from PIL import Image
+
+Role = Literal["system", "user", "assistant"]
+
+# The default system message of InternVL's `internvl2_5` chat template.
+INTERNVL_SYSTEM_MESSAGE = (
+    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
+    "多模态大语言模型。"
+)
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
+
+
+@dataclass
+class Turn:
+    """One message: a role and its parts in order (text and PIL images)."""
+
+    role: Role
+    parts: list[str | Image.Image] = field(default_factory=list)
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [p for p in self.parts if isinstance(p, Image.Image)]
+
+
+def image_placeholder(num_tiles: int, tokens_per_tile: int = 256) -> str:
+    """The token string one image occupies in the prompt."""
+    return IMG_START + IMG_CONTEXT * (tokens_per_tile * num_tiles) + IMG_END
+
+
+def count_images(turns: Sequence[Turn]) -> int:
+    return sum(len(t.images) for t in turns)
+
+
+def render_prompt(
+    turns: Sequence[Turn],
+    tiles_per_image: Sequence[int],
+    *,
+    tokens_per_tile: int = 256,
+    default_system: str | None = INTERNVL_SYSTEM_MESSAGE,
+    add_generation_prompt: bool = True,
+    prefill: str = "",
+) -> str:
+    """The full prompt text; `tiles_per_image` gives each image's tile count in order."""
+    total_images = count_images(turns)
+    if total_images != len(tiles_per_image):
+        raise ValueError(f"{total_images} images but {len(tiles_per_image)} tile counts")
+    out: list[str] = []
+    if default_system is not None and (not turns or turns[0].role != "system"):
+        out.append(f"{IM_START}system\n{default_system}{IM_END}\n")
+    image_index = 0
+    for turn in turns:
+        out.append(f"{IM_START}{turn.role}\n")
+        for part in turn.parts:
+            if isinstance(part, Image.Image):
+                label = f"Image-{image_index + 1}: " if total_images > 1 else ""
+                tiles = tiles_per_image[image_index]
+                out.append(f"{label}{image_placeholder(tiles, tokens_per_tile)}\n")
+                image_index += 1
+            else:
+                out.append(part)
+        out.append(f"{IM_END}\n")
+    if add_generation_prompt:
+        out.append(f"{IM_START}assistant\n{prefill}")
+    return "".join(out)
