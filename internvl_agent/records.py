@@ -1,0 +1,559 @@
+"""Run records: a GUI agent run written to a folder step by step, so a crash loses nothing done.
+
+Layout of one run folder (``root/<YYYYmmdd-HHMMSS>-<id>/``)::
+
+    run.json              task, meta, status ("running" until finish()), times, totals
+    steps.jsonl           one StepRecord per line, appended and fsync'd as each step ends
+    step-001.png          the screenshot the model saw at step 1 (lossless)
+    step-001-marked.png   the same with the action point and grounded box drawn on it
+                          (``.jpg`` instead when that is smaller for a large, photo-like shot)
+    report.html           self-contained replay, written by finish()
+
+Every string written (run.json, steps.jsonl, report) goes through the recorder's ``redact``
+function first; see :func:`make_redactor`. Screenshots are pixels and are not redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import secrets as _secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+from PIL import Image, ImageDraw
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+logger = logging.getLogger(__name__)
+
+RUN_FORMAT = "internvl-agent-run/1"
+RUN_FILE = "run.json"
+STEPS_FILE = "steps.jsonl"
+REPORT_FILE = "report.html"
+RUNNING = "running"
+# A marked screenshot whose PNG is larger than this is also tried as JPEG; the smaller is kept.
+MARKED_PNG_LIMIT = 512 * 1024
+
+Redactor = Callable[[str], str]
+Num = int | float
+
+
+# --------------------------------------------------------------------------- redaction
+
+
+def make_redactor(secrets: Mapping[str, str]) -> Redactor:
+    """Return a function replacing each secret value with ``<secret:NAME>``.
+
+    Values are matched longest first in one pass; empty values are ignored. Applying it
+    twice changes nothing. URL-encoded forms of a value are redacted too, since values
+    typed into forms often come back in URLs.
+    """
+    names: dict[str, str] = {}
+    for name, value in secrets.items():
+        if not value:
+            continue
+        for form in (value, quote(value, safe=""), quote_plus(value)):
+            names.setdefault(form, name)
+    if not names:
+        return _identity
+    # Placeholders already written are matched as themselves, which makes redaction idempotent.
+    subs = {f"<secret:{name}>": f"<secret:{name}>" for name in names.values()}
+    subs.update({value: f"<secret:{name}>" for value, name in names.items()})
+    pattern = re.compile("|".join(re.escape(v) for v in sorted(subs, key=len, reverse=True)))
+
+    def redact(text: str) -> str:
+        return pattern.sub(lambda m: subs[m.group(0)], text)
+
+    return redact
+
+
+def redact_value(value: Any, redact: Redactor | None) -> Any:
+    """Apply ``redact`` to every string in nested dicts/lists/tuples (keys included)."""
+    if redact is None:
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {redact_value(k, redact): redact_value(v, redact) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v, redact) for v in value]
+    return value
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+# --------------------------------------------------------------------------- records
+
+
+class _Model(BaseModel):
+    # Unknown fields are ignored so newer files still load.
+    model_config = ConfigDict(extra="ignore")
+
+
+class MessageSummary(_Model):
+    """One prompt message, shortened: role, truncated text and how many images it held."""
+
+    role: str
+    text: str = ""
+    images: int = 0
+
+
+class ToolCallRecord(_Model):
+    """The tool call parsed from the model output, as the model wrote it."""
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class GroundingRecord(_Model):
+    """How a target description became a point: the grounding model's answer and result."""
+
+    description: str = ""
+    raw: str = ""
+    box_norm: tuple[Num, Num, Num, Num] | None = None  # 0..1000 model coordinates
+    point_px: tuple[int, int] | None = None  # screenshot pixels
+
+
+class ActionRecord(_Model):
+    """The action run on the computer, with arguments after grounding."""
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    point_px: tuple[int, int] | None = None  # target point in screenshot pixels
+
+
+class OutcomeRecord(_Model):
+    """What the computer reported after the action."""
+
+    ok: bool
+    message: str = ""
+
+
+class StepTimings(_Model):
+    """Seconds spent in each phase of a step.
+
+    ``grounding_model`` is the grounding model call; ``grounding`` is everything else the
+    grounding phase did (prompting, parsing, scaling). Framework overhead is everything
+    except model calls: ``total - model - grounding_model``.
+    """
+
+    capture: float = 0.0
+    model: float = 0.0
+    grounding_model: float = 0.0
+    grounding: float = 0.0
+    action: float = 0.0
+    total: float = 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def framework_overhead(self) -> float:
+        """Seconds not spent in a model call (never negative)."""
+        return max(0.0, self.total - self.model - self.grounding_model)
+
+
+class StepRecord(_Model):
+    """Everything about one step: what the model saw, said, and what happened."""
+
+    index: int
+    started_at: str = Field(default_factory=lambda: _now_iso())
+    screenshot: str | None = None
+    marked_screenshot: str | None = None
+    screenshot_size: tuple[int, int] | None = None
+    url: str | None = None
+    messages_summary: list[MessageSummary] = Field(default_factory=list)
+    raw_model_output: str = ""
+    tool_call: ToolCallRecord | None = None
+    grounding: GroundingRecord | None = None
+    action: ActionRecord | None = None
+    outcome: OutcomeRecord | None = None
+    error: str | None = None
+    timings: StepTimings = Field(default_factory=StepTimings)
+
+    @property
+    def framework_overhead(self) -> float:
+        """Seconds of this step not spent in a model call."""
+        return self.timings.framework_overhead
+
+
+class RunTotals(_Model):
+    """Sums over all recorded steps."""
+
+    capture: float = 0.0
+    model: float = 0.0
+    grounding_model: float = 0.0
+    grounding: float = 0.0
+    action: float = 0.0
+    total: float = 0.0
+    framework_overhead: float = 0.0
+    steps_with_error: int = 0
+    failed_actions: int = 0
+
+    def add(self, step: StepRecord) -> None:
+        """Count one step in."""
+        t = step.timings
+        for name in ("capture", "model", "grounding_model", "grounding", "action", "total"):
+            setattr(self, name, getattr(self, name) + getattr(t, name))
+        self.framework_overhead += t.framework_overhead
+        self.steps_with_error += step.error is not None
+        self.failed_actions += step.outcome is not None and not step.outcome.ok
+
+
+class RunInfo(_Model):
+    """The content of run.json."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: str = RUN_FORMAT
+    id: str = ""
+    task: str = ""
+    status: str = RUNNING
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration_s: float | None = None
+    answer: str | None = None
+    error: str | None = None
+    step_count: int = 0
+    totals: RunTotals = Field(default_factory=RunTotals)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    pid: int | None = None
+    report: str | None = None
+
+
+@dataclass
+class RunData:
+    """A run read back from its folder."""
+
+    path: Path
+    info: RunInfo
+    steps: list[StepRecord]
+    problems: list[str] = field(default_factory=list)  # lines skipped while reading
+
+    @property
+    def finished(self) -> bool:
+        """False while running, or when the process died before finish()."""
+        return self.info.status != RUNNING
+
+
+class PhaseTimer:
+    """Times the phases of one step: ``with timer.phase("model"): ...``; then ``timings()``."""
+
+    _PHASES = ("capture", "model", "grounding_model", "grounding", "action")
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self._spent: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the time spent inside the block to phase ``name``."""
+        if name not in self._PHASES:
+            raise ValueError(f"unknown phase {name!r}; use one of {', '.join(self._PHASES)}")
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._spent[name] = self._spent.get(name, 0.0) + time.perf_counter() - t0
+
+    def timings(self) -> StepTimings:
+        """The phases so far, with ``total`` = time since the timer was made."""
+        return StepTimings(**self._spent, total=time.perf_counter() - self._start)
+
+
+def summarize_messages(messages: Any, max_chars: int = 200) -> list[MessageSummary]:
+    """Shorten chat messages (LangChain messages or role/content dicts) for a step record."""
+    out: list[MessageSummary] = []
+    for msg in messages:
+        if isinstance(msg, Mapping):
+            role, content = str(msg.get("role", "?")), msg.get("content", "")
+        else:
+            role = str(getattr(msg, "type", None) or getattr(msg, "role", "?"))
+            content = getattr(msg, "content", "")
+        texts: list[str] = []
+        images = 0
+        for block in [content] if isinstance(content, str) else list(content or []):
+            if isinstance(block, str):
+                texts.append(block)
+            elif isinstance(block, Mapping) and block.get("type") == "text":
+                texts.append(str(block.get("text", "")))
+            elif isinstance(block, Mapping) and "image" in str(block.get("type", "")):
+                images += 1
+        out.append(
+            MessageSummary(role=role, text=truncate(" ".join(texts), max_chars), images=images)
+        )
+    return out
+
+
+def truncate(text: str, max_chars: int) -> str:
+    """``text`` cut to about ``max_chars``, saying how much was cut."""
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}… (+{len(text) - max_chars} chars)"
+
+
+# --------------------------------------------------------------------------- screenshots
+
+
+def mark_screenshot(
+    image: Image.Image,
+    point: tuple[int, int] | None = None,
+    box: tuple[Num, Num, Num, Num] | None = None,
+) -> Image.Image:
+    """A copy of ``image`` with ``box`` outlined (amber) and ``point`` marked (red circle and
+    crosshair). Both are in screenshot pixels; each line has a halo so it shows on any
+    background."""
+    img = image.convert("RGB")
+    draw = ImageDraw.Draw(img)
+    w = max(2, round(max(img.size) / 500))
+    if box is not None:
+        x1, x2 = sorted((box[0], box[2]))
+        y1, y2 = sorted((box[1], box[3]))
+        draw.rectangle((x1, y1, x2, y2), outline=(0, 0, 0), width=w + 2)
+        draw.rectangle((x1 + 1, y1 + 1, x2 - 1, y2 - 1), outline=(255, 176, 0), width=w)
+    if point is not None:
+        x, y = point
+        r = 6 * w + 6
+        arm = r + 4 * w
+        for colour, width in (((255, 255, 255), w + 2), ((230, 0, 0), w)):
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=colour, width=width)
+            draw.line((x - arm, y, x + arm, y), fill=colour, width=width)
+            draw.line((x, y - arm, x, y + arm), fill=colour, width=width)
+    return img
+
+
+def _encode_marked(img: Image.Image) -> tuple[bytes, str]:
+    """PNG, or JPEG where the PNG is large and the JPEG smaller (photo-like screens)."""
+    png = _encode(img, "PNG")
+    if len(png) <= MARKED_PNG_LIMIT:
+        return png, "png"
+    jpg = _encode(img, "JPEG", quality=85)
+    return (jpg, "jpg") if len(jpg) < len(png) else (png, "png")
+
+
+def _encode(img: Image.Image, fmt: str, **params: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- recorder
+
+
+class RunRecorder:
+    """Writes one agent run to ``root/<YYYYmmdd-HHMMSS>-<id>/`` as it happens.
+
+    run.json is written at once with status "running", each step is appended to steps.jsonl
+    when it ends, and ``finish()`` rewrites run.json and writes report.html.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        task: str,
+        meta: Mapping[str, Any] | None = None,
+        redact: Redactor | None = None,
+    ) -> None:
+        self._redact = redact
+        self._path, self._id = _make_run_dir(Path(root))
+        self._task = task
+        self._meta = dict(meta or {})
+        self._started_at = _now_iso()
+        self._t0 = time.monotonic()
+        self._totals = RunTotals()
+        self._step_count = 0
+        self._status = RUNNING
+        (self._path / STEPS_FILE).touch()
+        self._write_run_json(self._info())
+
+    @property
+    def path(self) -> Path:
+        """The run folder."""
+        return self._path
+
+    @property
+    def run_id(self) -> str:
+        """The folder name, unique per run."""
+        return self._id
+
+    @property
+    def step_count(self) -> int:
+        """Steps recorded so far."""
+        return self._step_count
+
+    @property
+    def finished(self) -> bool:
+        """Whether ``finish()`` has been called."""
+        return self._status != RUNNING
+
+    def save_screenshot(
+        self,
+        index: int,
+        image: Image.Image,
+        point: tuple[int, int] | None = None,
+        box: tuple[Num, Num, Num, Num] | None = None,
+    ) -> tuple[str, str]:
+        """Write ``step-NNN.png`` and a marked copy; return both file names.
+
+        ``point`` and ``box`` are screenshot pixels (convert a 0..1000 box first).
+        """
+        if index < 0:
+            raise ValueError(f"step index must be >= 0, got {index}")
+        raw_name = f"step-{index:03d}.png"
+        atomic_write(self._path / raw_name, _encode(image, "PNG"))
+        data, ext = _encode_marked(mark_screenshot(image, point, box))
+        marked_name = f"step-{index:03d}-marked.{ext}"
+        atomic_write(self._path / marked_name, data)
+        return raw_name, marked_name
+
+    def record_step(self, step: StepRecord) -> None:
+        """Append one finished step to steps.jsonl and make it durable (flush + fsync)."""
+        self._check_open()
+        line = json.dumps(self._clean(step.model_dump(mode="json")), ensure_ascii=False)
+        with open(self._path / STEPS_FILE, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._step_count += 1
+        self._totals.add(step)
+
+    def finish(
+        self, status: str, answer: str | None = None, error: str | None = None
+    ) -> Path | None:
+        """Mark the run ended ("done", "failed", "error", ...), rewrite run.json and write
+        report.html. Returns the report path, or None when the report could not be written
+        (logged; run.json is kept either way)."""
+        from internvl_agent.report import write_report
+
+        self._check_open()
+        if not status or status == RUNNING:
+            raise ValueError(f"finish() needs a final status, not {status!r}")
+        self._status = status
+        info = self._info(answer=answer, error=error)
+        info.ended_at = _now_iso()
+        info.duration_s = round(time.monotonic() - self._t0, 3)
+        info.report = REPORT_FILE
+        self._write_run_json(info)
+        try:
+            return write_report(self._path, redact=self._redact)
+        except Exception as exc:  # a report bug must not lose the run's result
+            logger.warning("could not write the report of %s: %s", self._path, exc)
+            info.report = None
+            self._write_run_json(info)
+            return None
+
+    def __enter__(self) -> RunRecorder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        """Finish a run left open: "interrupted", "error" with the exception, or "stopped"."""
+        if self.finished:
+            return
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.finish("interrupted")
+        elif exc is not None:
+            self.finish("error", error=f"{type(exc).__name__}: {exc}")
+        else:
+            self.finish("stopped")
+
+    def _check_open(self) -> None:
+        if self.finished:
+            raise RuntimeError(f"run {self._id} is already finished ({self._status})")
+
+    def _info(self, answer: str | None = None, error: str | None = None) -> RunInfo:
+        return RunInfo(
+            id=self._id,
+            task=self._task,
+            status=self._status,
+            started_at=self._started_at,
+            answer=answer,
+            error=error,
+            step_count=self._step_count,
+            totals=self._totals.model_copy(),
+            meta=self._meta,
+            pid=os.getpid(),
+        )
+
+    def _clean(self, data: Any) -> Any:
+        """JSON-safe (unknown objects become str) and redacted."""
+        return redact_value(json.loads(json.dumps(data, default=str)), self._redact)
+
+    def _write_run_json(self, info: RunInfo) -> None:
+        text = json.dumps(self._clean(info.model_dump(mode="json")), ensure_ascii=False, indent=2)
+        atomic_write(self._path / RUN_FILE, (text + "\n").encode("utf-8"))
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read a run folder back. Unreadable lines of steps.jsonl (such as a last line cut off by
+    a crash) are skipped and listed in ``problems``."""
+    path = Path(path)
+    info = RunInfo.model_validate_json((path / RUN_FILE).read_bytes())
+    steps: list[StepRecord] = []
+    problems: list[str] = []
+    steps_file = path / STEPS_FILE
+    text = steps_file.read_text(encoding="utf-8", errors="replace") if steps_file.exists() else ""
+    lines = text.split("\n")
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            steps.append(StepRecord.model_validate_json(line))
+        except ValueError as exc:
+            where = "cut-off last line" if n == len(lines) else f"line {n}"
+            problems.append(f"{STEPS_FILE}: skipped {where}: {str(exc).splitlines()[0]}")
+    return RunData(path=path, info=info, steps=steps, problems=problems)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _now_iso() -> str:
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _short_id() -> str:
+    return _secrets.token_hex(3)
+
+
+def _make_run_dir(root: Path) -> tuple[Path, str]:
+    """Create a new, unique run folder under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for _ in range(100):
+        run_id = f"{stamp}-{_short_id()}"
+        try:
+            (root / run_id).mkdir()
+        except FileExistsError:
+            continue
+        return root / run_id, run_id
+    raise RuntimeError(f"could not create a unique run folder under {root}")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync it and rename it over ``path``.
+
+    Readers see the old file or the new one, never half of one.
+    """
+    tmp = path.with_name(f".{path.name}.{_secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # unlike mkstemp, honours the umask
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
