@@ -1,0 +1,328 @@
+"""InternVL's native grounding: ask for a box around a described region, parse it, use it.
+
+InternVL answers `<ref>{description}</ref><box>[[x1, y1, x2, y2]]</box>` with integers 0..1000
+normalized to the width and height of the ORIGINAL image. `ground` works with any LangChain chat
+model that accepts OpenAI-style `image_url` blocks (ChatInternVL, ChatOpenAI against vLLM or
+lmdeploy, ...). Parsing is tolerant and never raises on the model's output: when no box can be
+read, the result carries `error` instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage
+from PIL import Image, ImageDraw
+
+from internvl_agent.errors import ConfigurationError, ImageInputError
+
+GROUNDING_PROMPT = (
+    "Please provide the bounding box coordinate of the region this sentence describes: "
+    "<ref>{description}</ref>"
+)
+"""The prompt InternVL was trained on for grounding; `{description}` is filled in."""
+
+GUI_GROUNDING_PROMPT = (
+    "Please provide the bounding box coordinate of the UI element this user instruction "
+    "describes: <ref>{description}</ref>"
+)
+"""The GUI variant used by ScreenSpot harnesses."""
+
+NORM_MAX = 1000
+"""Coordinates are normalized to 0..NORM_MAX of the original image's width and height."""
+
+Box = tuple[int, int, int, int]
+
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_NUM_LIST = re.compile(r"[\d\s.,，;+\-]+")  # numbers and separators only
+_NUM_RE = re.compile(_NUM)
+_BRACKETS = str.maketrans("[]()", "    ")
+_BRACKET_GROUP = re.compile(r"\[([^\[\]]*)\]")
+_PAREN_GROUP = re.compile(r"\(([^()]*)\)")
+_REF = re.compile(r"<ref>.*?</ref>", re.DOTALL)
+_BOX_OPEN = r"(?:<box>|<\|box_start\|>)"
+_BOX_CLOSE = r"(?:</box>|<\|box_end\|>)"
+_BOX_REGION = re.compile(rf"{_BOX_OPEN}(.*?)(?:{_BOX_CLOSE}|$)", re.DOTALL)
+
+
+def _round_half_up(value: float) -> int:
+    """Round to the nearest integer, halves up (2.5 -> 3), unlike Python's round."""
+    return math.floor(value + 0.5)
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+
+def _numbers(text: str) -> list[int]:
+    """Every number in `text`, rounded and clamped to 0..1000."""
+    return [_round_half_up(min(max(float(n), 0.0), NORM_MAX)) for n in _NUM_RE.findall(text)]
+
+
+def _make_box(x1: int, y1: int, x2: int, y2: int) -> Box:
+    """A box with its corners ordered (x1 <= x2, y1 <= y2)."""
+    return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+
+
+def _number_groups(text: str, pattern: re.Pattern[str]) -> list[list[int]]:
+    """Contents of innermost bracket (or parenthesis) groups that hold only numbers."""
+    return [
+        _numbers(match.group(1))
+        for match in pattern.finditer(text)
+        if _NUM_LIST.fullmatch(match.group(1)) and _NUM_RE.search(match.group(1))
+    ]
+
+
+def _boxes_from_brackets(text: str) -> list[Box]:
+    """`[x1, y1, x2, y2]` groups as boxes and `[x, y]` groups as degenerate boxes."""
+    boxes: list[Box] = []
+    for nums in _number_groups(text, _BRACKET_GROUP):
+        if len(nums) == 4:
+            boxes.append(_make_box(*nums))
+        elif len(nums) == 2:
+            boxes.append(_make_box(nums[0], nums[1], nums[0], nums[1]))
+    return boxes
+
+
+def _boxes_from_parens(text: str) -> list[Box]:
+    """Qwen-VL / OS-Atlas style `(x1,y1),(x2,y2)` corner pairs; a lone `(x,y)` is a point."""
+    points = [nums for nums in _number_groups(text, _PAREN_GROUP) if len(nums) == 2]
+    boxes: list[Box] = []
+    for i in range(0, len(points) - 1, 2):
+        boxes.append(_make_box(*points[i], *points[i + 1]))
+    if len(points) % 2:
+        x, y = points[-1]
+        boxes.append((x, y, x, y))
+    return boxes
+
+
+def _boxes_from_bare_numbers(text: str) -> list[Box]:
+    """Numbers with no closed brackets (`<box>1, 2, 3, 4` or a truncated `<box>[[1, 2, 3, 4`).
+
+    Only when the text holds nothing but numbers, separators and brackets; groups of 4, or 2.
+    """
+    stripped = text.translate(_BRACKETS)
+    if not (_NUM_LIST.fullmatch(stripped) and _NUM_RE.search(stripped)):
+        return []
+    nums = _numbers(stripped)
+    if len(nums) == 2:
+        return [(nums[0], nums[1], nums[0], nums[1])]
+    return [_make_box(*nums[i : i + 4]) for i in range(0, len(nums) - len(nums) % 4, 4)]
+
+
+def _boxes_in_region(region: str, *, bare_numbers: bool) -> list[Box]:
+    """Boxes in one stretch of text, trying the strictest notation first."""
+    boxes = _boxes_from_brackets(region) or _boxes_from_parens(region)
+    if not boxes and bare_numbers:
+        boxes = _boxes_from_bare_numbers(region)
+    return boxes
+
+
+def parse_boxes(text: str) -> list[Box]:
+    """Read every box from a model's grounding answer, in order; never raises.
+
+    Accepts `<box>[[x1, y1, x2, y2]]</box>` and its variants: several boxes, spacing and
+    newlines, single brackets, a bare point `[[x, y]]` (returned as the box x, y, x, y),
+    `(x1,y1),(x2,y2)` corners, floats (rounded), a missing `<box>` tag, text around it.
+    Values are clamped to 0..1000 and corners ordered. Text inside `<ref>` is ignored.
+    """
+    if not isinstance(text, str):
+        return []
+    text = _REF.sub(" ", text)
+    regions = _BOX_REGION.findall(text)
+    if regions:
+        boxes = [b for r in regions for b in _boxes_in_region(r, bare_numbers=True)]
+        if boxes:
+            return boxes
+    return _boxes_in_region(text, bare_numbers=False)
+
+
+def box_to_pixels(box: Box, size: tuple[int, int]) -> Box:
+    """Map a 0..1000 box to pixels of an image of `size`: round(v / 1000 * side)."""
+    width, height = size
+    x1, y1, x2, y2 = box
+    return (
+        _round_half_up(x1 * width / NORM_MAX),
+        _round_half_up(y1 * height / NORM_MAX),
+        _round_half_up(x2 * width / NORM_MAX),
+        _round_half_up(y2 * height / NORM_MAX),
+    )
+
+
+def box_center(box: Box) -> tuple[float, float]:
+    """Centre of a box, in the box's own units."""
+    x1, y1, x2, y2 = box
+    return (x1 + x2) / 2, (y1 + y2) / 2
+
+
+def norm_to_pixels(x: float, y: float, size: tuple[int, int]) -> tuple[int, int]:
+    """Map a 0..1000 point to a pixel of an image of `size` (width, height), kept inside it."""
+    width, height = size
+    px = _round_half_up(x * width / NORM_MAX)
+    py = _round_half_up(y * height / NORM_MAX)
+    return _clamp(px, 0, max(width - 1, 0)), _clamp(py, 0, max(height - 1, 0))
+
+
+@dataclass
+class GroundingResult:
+    """What a grounding call found: boxes in 0..1000 and helpers to get pixels."""
+
+    description: str
+    raw_text: str
+    boxes_norm: list[Box]
+    image_size: tuple[int, int]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when at least one box was found."""
+        return bool(self.boxes_norm)
+
+    @property
+    def box_norm(self) -> Box | None:
+        """The first box, 0..1000."""
+        return self.boxes_norm[0] if self.boxes_norm else None
+
+    @property
+    def boxes(self) -> list[Box]:
+        """Every box in image pixels."""
+        return [box_to_pixels(box, self.image_size) for box in self.boxes_norm]
+
+    @property
+    def box(self) -> Box | None:
+        """The first box in image pixels (right/bottom edges may equal width/height)."""
+        return box_to_pixels(self.box_norm, self.image_size) if self.box_norm else None
+
+    @property
+    def point_norm(self) -> tuple[int, int] | None:
+        """Centre of the first box, 0..1000."""
+        if self.box_norm is None:
+            return None
+        x, y = box_center(self.box_norm)
+        return _round_half_up(x), _round_half_up(y)
+
+    @property
+    def point(self) -> tuple[int, int] | None:
+        """Centre of the first box in image pixels, inside the image: where to click."""
+        if self.box_norm is None:
+            return None
+        return norm_to_pixels(*box_center(self.box_norm), self.image_size)
+
+
+def result_from_text(description: str, text: str, image_size: tuple[int, int]) -> GroundingResult:
+    """Parse a model's answer into a GroundingResult, with `error` set when it has no box."""
+    boxes = parse_boxes(text)
+    error = None if boxes else _no_box_reason(text)
+    return GroundingResult(description, text, boxes, tuple(image_size), error)
+
+
+def _no_box_reason(text: str) -> str:
+    """Why no box could be read from `text`, in a line."""
+    if not text.strip():
+        return "the model output is empty"
+    snippet = text.strip()[:200]
+    if re.search(_BOX_OPEN, text):
+        return f"a <box> in the model output holds no readable coordinates: {snippet!r}"
+    return f"no <box> in the model output: {snippet!r}"
+
+
+def image_to_data_url(image: Image.Image) -> str:
+    """Encode a PIL image as a `data:image/png;base64,...` URL."""
+    if not isinstance(image, Image.Image):
+        raise ImageInputError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    if image.mode not in ("RGB", "RGBA", "L", "LA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def grounding_message(
+    image: Image.Image, description: str, prompt: str = GROUNDING_PROMPT
+) -> HumanMessage:
+    """The user message asking for a box: the image block first, then the prompt."""
+    if not description or not description.strip():
+        raise ConfigurationError("grounding needs a non-empty description of the target")
+    return HumanMessage(
+        content=[
+            {"type": "image_url", "image_url": {"url": image_to_data_url(image)}},
+            {"type": "text", "text": prompt.format(description=description.strip())},
+        ]
+    )
+
+
+def _response_text(response: Any) -> str:
+    """Text of whatever the model returned (an AIMessage, usually)."""
+    if isinstance(response, BaseMessage):
+        return response.text
+    return response if isinstance(response, str) else str(response)
+
+
+def ground(
+    model: BaseChatModel,
+    image: Image.Image,
+    description: str,
+    *,
+    prompt: str = GROUNDING_PROMPT,
+    **invoke_kwargs: Any,
+) -> GroundingResult:
+    """Ask `model` where `description` is in `image`.
+
+    Errors raised by the model call propagate; unreadable output gives a result with `error`.
+    """
+    message = grounding_message(image, description, prompt)
+    response = model.invoke([message], **invoke_kwargs)
+    return result_from_text(description, _response_text(response), image.size)
+
+
+async def aground(
+    model: BaseChatModel,
+    image: Image.Image,
+    description: str,
+    *,
+    prompt: str = GROUNDING_PROMPT,
+    **invoke_kwargs: Any,
+) -> GroundingResult:
+    """Async `ground`."""
+    message = grounding_message(image, description, prompt)
+    response = await model.ainvoke([message], **invoke_kwargs)
+    return result_from_text(description, _response_text(response), image.size)
+
+
+def _draw_crosshair(
+    draw: ImageDraw.ImageDraw, point: tuple[int, int], arm: int, width: int, color: str
+) -> None:
+    x, y = point
+    draw.line([(x - arm, y), (x + arm, y)], fill=color, width=width)
+    draw.line([(x, y - arm), (x, y + arm)], fill=color, width=width)
+
+
+def draw_box(
+    image: Image.Image,
+    result: GroundingResult,
+    *,
+    box_color: str = "lime",
+    point_color: str = "red",
+) -> Image.Image:
+    """An RGB copy of `image` with every box outlined and the first box's centre marked.
+
+    Boxes are mapped onto `image`'s own size, so a resized copy of the grounded image works too.
+    """
+    canvas = image.convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    width, height = canvas.size
+    line = max(2, min(width, height) // 200)
+    for box in result.boxes_norm:
+        x1, y1, x2, y2 = box_to_pixels(box, canvas.size)
+        right, bottom = min(x2, width - 1), min(y2, height - 1)
+        draw.rectangle([x1, y1, max(x1, right), max(y1, bottom)], outline=box_color, width=line)
+    if result.box_norm is not None:
+        point = norm_to_pixels(*box_center(result.box_norm), canvas.size)
+        _draw_crosshair(draw, point, max(6, min(width, height) // 40), line, point_color)
+    return canvas
