@@ -122,7 +122,7 @@ def test_multibyte_characters_come_out_whole(tiny_checkpoint: Path) -> None:
     dec = RowDecoder(tok, {tok.convert_tokens_to_ids("<|im_end|>")}, 1000)
     deltas = [dec.add_token(i) for i in ids]
     assert all("\ufffd" not in d for d in deltas)
-    assert "".join(deltas) + dec._flush() == text
+    assert "".join(deltas) + dec.cancel("length") == text
 
 
 # --- loading ---
@@ -267,6 +267,12 @@ def test_closing_a_stream_cancels_generation(engine: InternVLEngine) -> None:
     result = handle.result()
     assert result.finish_reason in ("cancelled", "stop")
     assert result.output_tokens < 500
+
+
+def test_timeout_ends_generation_with_its_own_reason(engine: InternVLEngine) -> None:
+    result = engine.generate(_request(max_new_tokens=100_000, timeout_s=0.3))
+    assert result.finish_reason == "timeout"
+    assert 0 < result.output_tokens < 100_000
 
 
 def test_prompt_longer_than_context_is_refused(engine: InternVLEngine) -> None:

@@ -78,6 +78,10 @@ class ChatInternVL(BaseChatModel):
     system_message: str | None = None
     """System prompt used when the conversation has none (None: InternVL's own default)."""
     streaming: bool = False
+    timeout: float | None = Field(default=None, gt=0)
+    """Most seconds one generation may take; it then ends with finish_reason "timeout"."""
+    max_retries: int = 0
+    """Accepted for LangChain compatibility; local generation is never retried."""
     image_max_pixels: int = 50_000_000
     image_fetch_timeout: float = 10.0
     allow_remote_images: bool = True

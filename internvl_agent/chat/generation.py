@@ -36,6 +36,7 @@ _CALL_OPTIONS = {
     "tools",
     "tool_choice",
     "response_format",
+    "timeout",
 }
 
 
@@ -111,6 +112,7 @@ def prepare_call(
         prefill=prefill,
         constraint=constraint,
         default_system=None,  # messages_to_turns always writes the system turn
+        timeout_s=get("timeout"),
     )
     return PreparedCall(
         engine=engine,

@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-FinishReason = str  # "stop" | "length" | "cancelled"
+FinishReason = str  # "stop" | "length" | "cancelled" | "timeout"
 
 
 @dataclass
@@ -54,10 +54,12 @@ class RowDecoder:
             return self._flush()
         return self._take_safe()
 
-    def cancel(self) -> None:
-        """Stop this sequence at the next step (the consumer went away)."""
-        if not self.done:
-            self.finish_reason = "cancelled"
+    def cancel(self, reason: FinishReason = "cancelled") -> str:
+        """Stop this sequence now (consumer gone, time up); return the text still held back."""
+        if self.done:
+            return ""
+        self.finish_reason = reason
+        return self._flush()
 
     def final_text(self) -> str:
         return self.text

@@ -316,6 +316,8 @@ class _BatchTracker:
                 continue
             if item.handle.cancelled:
                 decoder.cancel()
+            elif self._timed_out(item, now):
+                item.handle.push_text(decoder.cancel("timeout"))
             else:
                 if self.first_token_at[row] is None:
                     self.first_token_at[row] = now
@@ -325,6 +327,10 @@ class _BatchTracker:
 
     def end(self) -> None:
         pass
+
+    def _timed_out(self, item: PreparedRequest, now: float) -> bool:
+        limit = item.request.timeout_s
+        return limit is not None and now - self.started > limit
 
     # stopping-criteria protocol
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -338,8 +344,7 @@ class _BatchTracker:
         for row, decoder in enumerate(self.decoders):
             if not self.batch[row].handle.finished:
                 if not decoder.done:
-                    decoder.finish_reason = "length"
-                    self.batch[row].handle.push_text(decoder._flush())
+                    self.batch[row].handle.push_text(decoder.cancel("length"))
                 self._finish_row(row)
 
     def _finish_row(self, row: int) -> None:

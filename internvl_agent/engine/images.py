@@ -6,14 +6,17 @@ resize the image onto that canvas with bicubic filtering, cut the tiles row-majo
 thumbnail of the whole image when there is more than one tile, then scale to [0, 1] and
 normalize with the ImageNet mean and std into float32, channels-first.
 
-Speed comes from resizing once to the grid canvas and normalizing each colour plane of the
-canvas straight into the output array with one fused multiply-add per plane.
+Speed comes from resizing once to the grid canvas (with the thumbnail resized in a second
+thread for large images) and normalizing each colour plane of the canvas straight into the
+output array with one multiply-add per plane.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +48,8 @@ _OFFSET = tuple(np.float32(-m / s) for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, 
 _CACHE_KEY_VERSION = "internvl-agent/images/v1"
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _HIGH_DEPTH_MODES = _SIXTEEN_BIT_MODES | {"I", "F"}
+# Below this many source pixels a second resize thread costs more than it saves.
+_PARALLEL_RESIZE_MIN_PIXELS = 512 * 512
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ def choose_grid(width: int, height: int, config: TilingConfig = DEFAULT_TILING) 
         diff = abs(aspect_ratio - cols / rows)
         if diff < best_diff:
             best_diff, best = diff, (cols, rows)
-        elif diff == best_diff and area < 0.5 * tile_area * cols * rows:
+        elif diff == best_diff and area > 0.5 * tile_area * cols * rows:
             best = (cols, rows)
     return best
 
@@ -208,16 +213,48 @@ def _tile_boxes(grid: tuple[int, int], tile_size: int) -> list[tuple[int, int, i
     ]
 
 
+def _resize_in_thread(image: Image.Image, width: int, height: int) -> Callable[[], Image.Image]:
+    """Start a bicubic resize in a new thread; the returned callable joins and yields it.
+
+    PIL releases the GIL while resampling, so this overlaps with work on the caller's thread.
+    A thread per call (not a pool) keeps this safe across ``os.fork``.
+    """
+    outcome: list[Image.Image | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(_resize(image, width, height))
+        except BaseException as exc:  # handed to the joining thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work, name="internvl-resize", daemon=True)
+    thread.start()
+
+    def join() -> Image.Image:
+        thread.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    return join
+
+
 def _canvas_and_thumbnail(
     rgb: Image.Image, config: TilingConfig
 ) -> tuple[tuple[int, int], Image.Image, Image.Image | None]:
-    """Chosen grid, the image resized onto the grid canvas, and the thumbnail if any."""
+    """Chosen grid, the image resized onto the grid canvas, and the thumbnail if any.
+
+    For large images the thumbnail is resized in a second thread alongside the canvas.
+    """
     grid = choose_grid(rgb.width, rgb.height, config)
     size = config.tile_size
+    if not (config.use_thumbnail and grid[0] * grid[1] > 1):
+        return grid, _resize(rgb, grid[0] * size, grid[1] * size), None
+    if rgb.width * rgb.height < _PARALLEL_RESIZE_MIN_PIXELS:
+        return grid, _resize(rgb, grid[0] * size, grid[1] * size), _resize(rgb, size, size)
+    thumbnail = _resize_in_thread(rgb, size, size)
     canvas = _resize(rgb, grid[0] * size, grid[1] * size)
-    wants_thumbnail = config.use_thumbnail and grid[0] * grid[1] > 1
-    thumbnail = _resize(rgb, size, size) if wants_thumbnail else None
-    return grid, canvas, thumbnail
+    return grid, canvas, thumbnail()
 
 
 def tile_image(image: Image.Image, config: TilingConfig = DEFAULT_TILING) -> list[Image.Image]:

@@ -40,6 +40,7 @@ class GenerationRequest:
     prefill: str = ""  # text the assistant turn starts with (part of the prompt, not the answer)
     constraint: Any = None  # a constrained-decoding object (engine.constrained.JsonConstraint)
     default_system: str | None = INTERNVL_SYSTEM_MESSAGE
+    timeout_s: float | None = None  # wall-clock limit of the generation itself
 
 
 @dataclass
@@ -47,7 +48,7 @@ class GenerationResult:
     """The finished answer of one request, with token counts."""
 
     text: str
-    finish_reason: str  # "stop" | "length" | "cancelled"
+    finish_reason: str  # "stop" | "length" | "cancelled" | "timeout"
     input_tokens: int
     output_tokens: int
     image_tokens: int
