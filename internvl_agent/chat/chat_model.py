@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
@@ -13,6 +14,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import (
     JsonOutputKeyToolsParser,
@@ -27,7 +29,12 @@ from pydantic import ConfigDict, Field
 
 from internvl_agent.chat.content import ImageLoadOptions
 from internvl_agent.chat.generation import PreparedCall, finish_message, prepare_call
-from internvl_agent.chat.tools import ToolCallStreamParser
+from internvl_agent.chat.tools import (
+    StreamEvent,
+    TextDelta,
+    ToolCallStreamParser,
+    to_tool_call_chunk,
+)
 from internvl_agent.engine.loading import DEFAULT_MODEL
 
 MODEL_ENV_VAR = "INTERNVL_AGENT_MODEL"
@@ -93,10 +100,6 @@ class ChatInternVL(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "internvl"
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
 
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
@@ -352,26 +355,33 @@ class _ChunkMaker:
 
     def __init__(self, call: PreparedCall):
         self.call = call
-        self.parser = ToolCallStreamParser() if call.parse_tools and not call.forced_tool else None
-        self.index = 0
+        self.parser = (
+            ToolCallStreamParser(tool_names=call.tool_names)
+            if call.parse_tools and not call.forced_tool
+            else None
+        )
 
     def feed(self, delta: str) -> list[ChatGenerationChunk]:
         if self.call.forced_tool:
             return []  # the call arrives whole, as a tool-call chunk, in finish()
         if self.parser is None:
-            return [_text_chunk(delta)]
-        return [self._event_chunk(e) for e in self.parser.feed(delta)]
+            return [_chunk(AIMessageChunk(content=delta))]
+        return [_event_chunk(e) for e in self.parser.feed(delta)]
 
     def finish(self, result: Any) -> list[ChatGenerationChunk]:
         out: list[ChatGenerationChunk] = []
         if self.call.forced_tool:
             message = finish_message(self.call, result)
-            for i, call in enumerate(message.tool_calls):
-                out.append(_tool_chunk(i, call["id"], call["name"], call["args"]))
-            for bad in message.invalid_tool_calls:
-                out.append(_raw_tool_chunk(len(out), bad.get("id"), bad.get("name"), bad["args"]))
+            chunks = [
+                tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+                for i, c in enumerate(message.tool_calls)
+            ] + [
+                tool_call_chunk(name=c["name"], args=c["args"], id=c["id"], index=i)
+                for i, c in enumerate(message.invalid_tool_calls, len(message.tool_calls))
+            ]
+            out.extend(_chunk(AIMessageChunk(content="", tool_call_chunks=[c])) for c in chunks)
         elif self.parser is not None:
-            out.extend(self._event_chunk(e) for e in self.parser.finish())
+            out.extend(_event_chunk(e) for e in self.parser.finish())
         message = finish_message(self.call, result, content="")
         last = AIMessageChunk(
             content="",
@@ -379,39 +389,18 @@ class _ChunkMaker:
             response_metadata=message.response_metadata,
             chunk_position="last",
         )
-        out.append(ChatGenerationChunk(message=last))
+        out.append(_chunk(last))
         return out
 
-    def _event_chunk(self, event: Any) -> ChatGenerationChunk:
-        if event.kind == "text":
-            return _text_chunk(event.text)
-        index = self.index
-        self.index += 1
-        if event.kind == "tool_call":
-            call = event.tool_call
-            return _tool_chunk(index, call["id"], call["name"], call["args"])
-        bad = event.invalid_tool_call
-        return _raw_tool_chunk(index, bad.get("id"), bad.get("name"), bad.get("args") or "")
+
+def _chunk(message: AIMessageChunk) -> ChatGenerationChunk:
+    return ChatGenerationChunk(message=message)
 
 
-def _text_chunk(text: str) -> ChatGenerationChunk:
-    return ChatGenerationChunk(message=AIMessageChunk(content=text))
-
-
-def _tool_chunk(index: int, call_id: str, name: str, args: dict[str, Any]) -> ChatGenerationChunk:
-    import json
-
-    return _raw_tool_chunk(index, call_id, name, json.dumps(args, ensure_ascii=False))
-
-
-def _raw_tool_chunk(
-    index: int, call_id: str | None, name: str | None, args: str
-) -> ChatGenerationChunk:
-    chunk = AIMessageChunk(
-        content="",
-        tool_call_chunks=[{"index": index, "id": call_id, "name": name, "args": args}],
-    )
-    return ChatGenerationChunk(message=chunk)
+def _event_chunk(event: StreamEvent) -> ChatGenerationChunk:
+    if isinstance(event, TextDelta):
+        return _chunk(AIMessageChunk(content=event.text))
+    return _chunk(AIMessageChunk(content="", tool_call_chunks=[to_tool_call_chunk(event)]))
 
 
 __all__ = ["ChatInternVL", "UsageMetadata"]
