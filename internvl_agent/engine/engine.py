@@ -53,7 +53,7 @@ class PreparedRequest:
 class InternVLEngine:
     """Loads a checkpoint lazily and serves generation requests from any thread."""
 
-    def __init__(self, spec: LoadSpec, *, max_batch_size: int = 8, batch_wait_s: float = 0.005):
+    def __init__(self, spec: LoadSpec, *, max_batch_size: int = 8, batch_wait_s: float = 0.05):
         self.spec = spec
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
@@ -63,6 +63,7 @@ class InternVLEngine:
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closing = False
+        self._preparing = 0  # callers between prepare() and submit: worth waiting for
 
     # --- loading ---
     @property
@@ -151,7 +152,13 @@ class InternVLEngine:
     # --- submission ---
     def submit(self, request: GenerationRequest) -> RequestHandle:
         """Queue a request; iterate the returned handle for text, or call `.result()`."""
-        prepared = self.prepare(request)
+        with self._cond:
+            self._preparing += 1
+        try:
+            prepared = self.prepare(request)
+        finally:
+            with self._cond:
+                self._preparing -= 1
         self._ensure_worker()
         with self._cond:
             self._pending.append(prepared)
@@ -191,9 +198,14 @@ class InternVLEngine:
                 if self._closing:
                     return []
                 self._cond.wait()
-        if self.batch_wait_s > 0:
-            time.sleep(self.batch_wait_s)  # let concurrent callers join this batch
         with self._cond:
+            # Callers still preparing (tiling, tokenizing) may join this batch: wait a little.
+            deadline = time.monotonic() + self.batch_wait_s
+            while self._preparing and len(self._pending) < self.max_batch_size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             first = self._pending.popleft()
             batch, rest = [first], deque()
             while self._pending:
