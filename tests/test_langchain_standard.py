@@ -24,14 +24,13 @@ REAL_MODEL = os.environ.get("INTERNVL_AGENT_REAL_MODEL")
 NEEDS_REAL_WEIGHTS = "needs real InternVL weights (set INTERNVL_AGENT_REAL_MODEL to run it)"
 
 # Standard tests whose assertions need a model that understands the prompt.
+# (Forced tool calls without arguments, few-shot structured output and runnables bound as
+# tools pass on random weights thanks to constrained decoding, so they are not listed.)
 SMART_TESTS = {
-    "test_tool_calling",
+    "test_tool_calling",  # expects args {"input": 3} read from the prompt
     "test_tool_calling_async",
-    "test_tool_calling_with_no_arguments",
-    "test_structured_few_shot_examples",
-    "test_agent_loop",
-    "test_unicode_tool_call_integration",
-    "test_bind_runnables_as_tools",
+    "test_agent_loop",  # expects an answer that uses the tool result
+    "test_unicode_tool_call_integration",  # expects the Unicode text from the prompt
 }
 
 

@@ -287,7 +287,9 @@ class ChatInternVL(BaseChatModel):
         elif method in ("json_schema", "json_mode"):
             if method == "json_schema" and schema is None:
                 raise ValueError("method='json_schema' needs a schema")
-            json_schema = _json_schema(schema) if method == "json_schema" else None
+            # json_mode with a schema is constrained to it too: a small model then still
+            # returns an object the parser accepts.
+            json_schema = _json_schema(schema) if schema is not None else None
             response_format = (
                 {"type": "json_schema", "json_schema": {"schema": json_schema}}
                 if json_schema is not None
@@ -321,8 +323,10 @@ class ChatInternVL(BaseChatModel):
 
 
 def _json_schema(schema: dict[str, Any] | type) -> dict[str, Any]:
+    if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+        return schema.model_json_schema()  # pydantic v2
     if isinstance(schema, type) and is_basemodel_subclass(schema):
-        return schema.model_json_schema()
+        return schema.schema()  # pydantic v1
     if isinstance(schema, dict) and "function" in schema:
         return schema["function"].get("parameters", {})
     if isinstance(schema, dict) and ("properties" in schema or "type" in schema):
