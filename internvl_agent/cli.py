@@ -99,6 +99,114 @@ def chat(
         )
 
 
+@app.command()
+def run(
+    task: Annotated[str, typer.Option("--task", "-t", help="What the agent should do.")],
+    url: Annotated[str | None, typer.Option(help="Page to open first.")] = None,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    max_steps: Annotated[int, typer.Option(help="Most model calls in the run.")] = 15,
+    max_tiles: Annotated[int, typer.Option(help="Most tiles per screenshot.")] = 6,
+    headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
+    record: Annotated[Path, typer.Option(help="Folder for run records.")] = Path("runs"),
+    viewport: Annotated[str, typer.Option(help="Browser viewport, WIDTHxHEIGHT.")] = "1280x800",
+    scale: Annotated[float, typer.Option(help="Device scale factor (HiDPI).")] = 1.0,
+    allowed_domain: Annotated[
+        list[str] | None,
+        typer.Option(help="Only visit these hosts (repeatable; '*.example.com' allowed)."),
+    ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=ENV_VAR: the model types <secret>NAME</secret> (repeatable)."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Allow risky actions unasked.")] = False,
+    browser: Annotated[str | None, typer.Option(help="Chromium executable to use.")] = None,
+) -> None:
+    """Run the GUI agent on a task in a browser. Exit status: 0 done, 1 failed, 3 max steps,
+    4 stopped, 5 error (2: bad options)."""
+    from internvl_agent.runner import (
+        EXIT_CODES,
+        RunOptions,
+        parse_secret_specs,
+        parse_viewport,
+        run_agent,
+    )
+
+    try:
+        options = RunOptions(
+            task=task,
+            url=url,
+            model=model,
+            device=device,
+            max_steps=max_steps,
+            max_tiles=max_tiles,
+            headed=headed,
+            record_dir=record,
+            viewport=parse_viewport(viewport),
+            device_scale_factor=scale,
+            allowed_domains=allowed_domain or (),
+            secrets=parse_secret_specs(secret or []),
+            assume_yes=yes,
+            browser_path=browser,
+        )
+        result = run_agent(options, console)
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
+    raise typer.Exit(EXIT_CODES.get(result.status, 5))
+
+
+@app.command()
+def ground(
+    image: Annotated[Path, typer.Argument(help="Screenshot or image file.")],
+    description: Annotated[str, typer.Argument(help="The element or region to find.")],
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    max_tiles: Annotated[int, typer.Option(help="Most tiles for the image.")] = 12,
+    out: Annotated[Path | None, typer.Option(help="Save a copy with the box drawn.")] = None,
+) -> None:
+    """Find DESCRIPTION in IMAGE with InternVL's grounding; print the box and click point."""
+    import json
+
+    from internvl_agent.chat.chat_model import ChatInternVL
+    from internvl_agent.chat.content import load_image
+    from internvl_agent.grounding import draw_box
+    from internvl_agent.grounding import ground as ground_description
+
+    kwargs = {"model": model} if model else {}
+    llm = ChatInternVL(device=device, max_tiles=max_tiles, max_tokens=128, **kwargs)
+    try:
+        picture = load_image(image).image
+        result = ground_description(llm, picture, description)
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
+    print(
+        json.dumps(
+            {
+                "description": description,
+                "box": result.box,
+                "point": result.point,
+                "box_norm": result.box_norm,
+                "image_size": result.image_size,
+                "raw": result.raw_text,
+                "error": result.error,
+            },
+            ensure_ascii=False,
+        )
+    )
+    if out is not None and result.ok:
+        draw_box(picture, result).save(out)
+        console.print(f"saved {out}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Rebuild report.html of a run (e.g. after a crash)."""
+    from internvl_agent.report import write_report
+
+    print(write_report(run_dir))
+
+
 def main() -> None:
     app()
 
