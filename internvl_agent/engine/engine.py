@@ -8,6 +8,7 @@ requests together as one batch through `model.generate`, streaming each row's to
 from __future__ import annotations
 
 import atexit
+import copy
 import threading
 import time
 from collections import deque
@@ -15,8 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from internvl_agent.engine.caches import PrefixCache, VisionCache, prefix_length
 from internvl_agent.engine.decoding import RowDecoder
-from internvl_agent.engine.images import preprocess_image
+from internvl_agent.engine.images import (
+    TilingConfig,
+    image_cache_key,
+    preprocess_image,
+    tile_count,
+)
 from internvl_agent.engine.loading import LoadedModel, LoadSpec, load_model
 from internvl_agent.engine.prompt import render_prompt
 from internvl_agent.engine.requests import (
@@ -29,12 +36,23 @@ from internvl_agent.errors import ContextLengthError
 
 
 @dataclass
+class PreparedImage:
+    """One image of a request: its cache key and, unless its features are cached, its tiles."""
+
+    key: str
+    image: Any  # PIL image, kept to tile it late if the cache dropped its features meanwhile
+    tiling: TilingConfig
+    num_tiles: int
+    pixel_values: Any = None  # torch.Tensor (tiles, 3, 448, 448) or None
+
+
+@dataclass
 class PreparedRequest:
-    """A request turned into token ids and pixel tensors, ready for the worker."""
+    """A request turned into token ids and image inputs, ready for the worker."""
 
     request: GenerationRequest
     input_ids: list[int]
-    pixel_values: Any  # torch.Tensor (tiles, 3, 448, 448) or None
+    images: list[PreparedImage]
     image_tokens: int
     num_images: int
     max_new_tokens: int
@@ -53,8 +71,18 @@ class PreparedRequest:
 class InternVLEngine:
     """Loads a checkpoint lazily and serves generation requests from any thread."""
 
-    def __init__(self, spec: LoadSpec, *, max_batch_size: int = 8, batch_wait_s: float = 0.05):
+    def __init__(
+        self,
+        spec: LoadSpec,
+        *,
+        max_batch_size: int = 8,
+        batch_wait_s: float = 0.05,
+        vision_cache_bytes: int = 256 * 1024 * 1024,
+        prefix_cache_entries: int = 4,
+    ):
         self.spec = spec
+        self.vision_cache = VisionCache(vision_cache_bytes)
+        self.prefix_cache = PrefixCache(prefix_cache_entries)
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self._loaded: LoadedModel | None = None
@@ -106,19 +134,15 @@ class InternVLEngine:
 
     # --- request preparation (caller's thread) ---
     def prepare(self, request: GenerationRequest) -> PreparedRequest:
-        """Tile the images, render the prompt and tokenize it; check it fits the context."""
-        import numpy as np
-        import torch
-
+        """Tile the images (unless cached), render the prompt and tokenize it; check it fits."""
         loaded = self.loaded
         started = time.perf_counter()
-        images = [img for turn in request.turns for img in turn.images]
-        processed = [preprocess_image(img, request.tiling) for img in images]
-        tiles = [p.num_tiles for p in processed]
-        pixel_values = None
-        if processed:
-            array = np.concatenate([p.pixel_values for p in processed], axis=0)
-            pixel_values = torch.from_numpy(array).to(dtype=loaded.dtype)
+        images = [
+            self._prepare_image(img, request.tiling)
+            for turn in request.turns
+            for img in turn.images
+        ]
+        tiles = [image.num_tiles for image in images]
         preprocess_s = time.perf_counter() - started
         prompt = render_prompt(
             request.turns,
@@ -141,13 +165,26 @@ class InternVLEngine:
         return PreparedRequest(
             request=request,
             input_ids=list(input_ids),
-            pixel_values=pixel_values,
+            images=images,
             image_tokens=image_tokens,
             num_images=len(images),
             max_new_tokens=max(1, min(request.max_new_tokens, room)),
             handle=RequestHandle(),
             timings=timings,
         )
+
+    def _prepare_image(self, image: Any, tiling: TilingConfig) -> PreparedImage:
+        key = image_cache_key(image, tiling)
+        prepared = PreparedImage(key, image, tiling, tile_count(*image.size, tiling))
+        if key not in self.vision_cache:
+            prepared.pixel_values = self._pixels(image, tiling)
+        return prepared
+
+    def _pixels(self, image: Any, tiling: TilingConfig) -> Any:
+        import torch
+
+        array = preprocess_image(image, tiling).pixel_values
+        return torch.from_numpy(array).to(dtype=self.loaded.dtype)
 
     # --- submission ---
     def submit(self, request: GenerationRequest) -> RequestHandle:
@@ -248,7 +285,7 @@ class InternVLEngine:
         for row, item in enumerate(batch):  # left padding
             input_ids[row, width - len(item.input_ids) :] = torch.tensor(item.input_ids)
             attention[row, width - len(item.input_ids) :] = 1
-        pixels = [p.pixel_values for p in batch if p.pixel_values is not None]
+        input_ids = input_ids.to(loaded.device)
         eos = self.eos_token_ids
         decoders = [
             RowDecoder(loaded.tokenizer, eos, p.max_new_tokens, p.request.stop) for p in batch
@@ -256,29 +293,82 @@ class InternVLEngine:
         tracker = _BatchTracker(batch, decoders)
         sampling = batch[0].request.sampling
         config = _generation_config(sampling, max(p.max_new_tokens for p in batch), eos, pad_id)
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids.to(loaded.device),
-            "attention_mask": attention.to(loaded.device),
-            "generation_config": config,
-            "streamer": tracker,
-            "stopping_criteria": StoppingCriteriaList([tracker]),
-        }
-        if pixels:
-            kwargs["pixel_values"] = torch.cat(pixels).to(loaded.device)
-        constraints = [p.request.constraint for p in batch]
-        if any(c is not None for c in constraints):
-            from internvl_agent.engine.constrained import make_logits_processor
-
-            processor = make_logits_processor(
-                constraints, max_new_tokens=batch[0].max_new_tokens, eos_token_ids=sorted(eos)
-            )
-            kwargs["logits_processor"] = LogitsProcessorList([processor])
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
-        tracker.started = time.perf_counter()
         with torch.inference_mode():
+            embeds = self._embed(input_ids, [img for p in batch for img in p.images])
+            kwargs: dict[str, Any] = {
+                "inputs_embeds": embeds,
+                "attention_mask": attention.to(loaded.device),
+                "generation_config": config,
+                "streamer": tracker,
+                "stopping_criteria": StoppingCriteriaList([tracker]),
+            }
+            if len(batch) == 1:
+                kwargs["past_key_values"] = self._prefix_kv(batch[0].input_ids, embeds)
+            constraints = [p.request.constraint for p in batch]
+            if any(c is not None for c in constraints):
+                from internvl_agent.engine.constrained import make_logits_processor
+
+                processor = make_logits_processor(
+                    constraints, max_new_tokens=batch[0].max_new_tokens, eos_token_ids=sorted(eos)
+                )
+                kwargs["logits_processor"] = LogitsProcessorList([processor])
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            tracker.started = time.perf_counter()
             loaded.model.generate(**kwargs)
         tracker.finish_all()
+
+    def _embed(self, input_ids: Any, images: list[PreparedImage]) -> Any:
+        """Token embeddings with each image's features (cached or computed now) in place."""
+        model = self.loaded.model
+        embeds = model.get_input_embeddings()(input_ids)
+        if not images:
+            return embeds
+        features = self._image_features(images)
+        mask = (input_ids == model.config.image_token_id).unsqueeze(-1)
+        return embeds.masked_scatter(mask.to(embeds.device), features.to(embeds.dtype))
+
+    def _image_features(self, images: list[PreparedImage]) -> Any:
+        """Features of every image in order; the vision tower runs once per uncached image."""
+        import torch
+
+        found = {img.key: self.vision_cache.get(img.key) for img in images}
+        missing = list({img.key: img for img in images if found[img.key] is None}.values())
+        if missing:
+            pixels = [
+                img.pixel_values
+                if img.pixel_values is not None
+                else self._pixels(img.image, img.tiling)
+                for img in missing
+            ]
+            model = self.loaded.model
+            out = model.get_image_features(
+                pixel_values=torch.cat(pixels).to(self.loaded.device),
+                vision_feature_layer=model.config.vision_feature_layer,
+                vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+            ).pooler_output
+            for img, part in zip(missing, out.split([i.num_tiles for i in missing]), strict=True):
+                found[img.key] = part
+                self.vision_cache.put(img.key, part)
+        return torch.cat([found[img.key] for img in images])
+
+    def _prefix_kv(self, input_ids: list[int], embeds: Any) -> Any:
+        """A copy of the cached KV of this prompt's first turn, computing it if needed."""
+        from transformers import DynamicCache
+
+        tok = self.loaded.tokenizer
+        newline = tok.convert_tokens_to_ids("Ċ")
+        n = prefix_length(input_ids, tok.convert_tokens_to_ids("<|im_end|>"), newline)
+        if n == 0 or n >= len(input_ids) - 1 or self.prefix_cache.max_entries <= 0:
+            return None
+        key = PrefixCache.key(input_ids[:n])
+        kv = self.prefix_cache.get_copy(key)
+        if kv is None:
+            kv = DynamicCache(config=self.loaded.model.config)
+            self.loaded.model(inputs_embeds=embeds[:, :n], past_key_values=kv, use_cache=True)
+            self.prefix_cache.put(key, kv)
+            kv = copy.deepcopy(kv)  # generation extends its cache in place
+        return kv
 
 
 def _generation_config(

@@ -239,6 +239,12 @@ def _resize_in_thread(image: Image.Image, width: int, height: int) -> Callable[[
     return join
 
 
+def tile_count(width: int, height: int, config: TilingConfig = DEFAULT_TILING) -> int:
+    """How many tiles (thumbnail included) an image of this size becomes, without resizing."""
+    cols, rows = choose_grid(width, height, config)
+    return cols * rows + (1 if config.use_thumbnail and cols * rows > 1 else 0)
+
+
 def _canvas_and_thumbnail(
     rgb: Image.Image, config: TilingConfig
 ) -> tuple[tuple[int, int], Image.Image, Image.Image | None]:
