@@ -488,6 +488,38 @@ def get_engine(spec: LoadSpec) -> InternVLEngine:
         return engine
 
 
+def register_model(
+    name: str,
+    model: Any,
+    tokenizer: Any,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    **engine_options: Any,
+) -> InternVLEngine:
+    """Serve an InternVL model you already loaded under `name`.
+
+    Afterwards `ChatInternVL(model=name, device=device, dtype=dtype)` uses it (the same
+    device and dtype strings select it). Benchmarks use this for random models built in memory.
+    """
+    import torch
+
+    from internvl_agent.engine.loading import resolve_dtype
+
+    spec = LoadSpec(name, device=device, dtype=dtype)
+    engine = InternVLEngine(spec, **engine_options)
+    input_device = model.get_input_embeddings().weight.device
+    engine._loaded = LoadedModel(
+        model, tokenizer, spec, torch.device(input_device), resolve_dtype(dtype, device), name
+    )
+    with _ENGINES_LOCK:
+        old = _ENGINES.get(spec)
+        _ENGINES[spec] = engine
+    if old is not None:
+        old.close()
+    return engine
+
+
 @atexit.register
 def _close_engines() -> None:
     """Let worker threads end before the interpreter tears torch down."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # InternVL's special tokens (the Qwen2.5 ones first, then InternVL's image and grounding tags).
 SPECIAL_TOKENS = (
@@ -182,6 +183,17 @@ def write_random_checkpoint(
     meta = {"internvl_agent_random_checkpoint": True, "size": size, "seed": seed}
     (out / "internvl_agent_random.json").write_text(json.dumps(meta, indent=2))
     return out
+
+
+def random_model(size: str = "tiny", *, seed: int = 0) -> tuple[Any, Any]:
+    """(model, tokenizer) with random weights, built in memory (no files)."""
+    import torch
+    from transformers import InternVLForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    config = build_config(tokenizer, SIZES[size])
+    torch.manual_seed(seed)
+    return InternVLForConditionalGeneration(config).eval(), tokenizer
 
 
 def is_random_checkpoint(directory: str | Path) -> bool:
