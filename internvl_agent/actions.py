@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
+from internvl_agent.urls import normalize_url
 
 __all__ = [
     "ACTION_MODELS",
@@ -312,12 +313,10 @@ class Navigate(Action):
     @field_validator("url")
     @classmethod
     def _add_scheme(cls, url: str) -> str:
-        """'example.com' -> 'https://example.com'; URLs with a scheme are kept."""
+        """'example.com' -> 'https://example.com', 'localhost:3000' -> 'http://...'."""
         if any(c.isspace() for c in url):
             raise ValueError("a URL cannot contain spaces; percent-encode them as %20")
-        if "://" in url or url.split(":", 1)[0] in ("about", "data", "file"):
-            return url
-        return f"https://{url}"
+        return normalize_url(url)
 
     def describe(self) -> str:
         return f"open {self.url}"

@@ -340,3 +340,9 @@ def test_tools_work_in_create_agent() -> None:
     assert results["c1"] == "requested: click on 'OK'"
     assert results["c2"].startswith("Invalid call to tool `scroll`:")
     assert state["messages"][-1].content == "finished"
+
+
+def test_navigate_adds_http_for_local_hosts_and_https_elsewhere() -> None:
+    assert parse_action("navigate", {"url": "127.0.0.1:8000/x"}).url == "http://127.0.0.1:8000/x"
+    assert parse_action("navigate", {"url": "localhost:3000"}).url == "http://localhost:3000"
+    assert parse_action("navigate", {"url": "example.com"}).url == "https://example.com"

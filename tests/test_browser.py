@@ -22,10 +22,10 @@ from internvl_agent.computers.browser import (
     BrowserComputer,
     PixelMap,
     expected_shot_size,
-    normalize_url,
     to_playwright_keys,
 )
 from internvl_agent.errors import ConfigurationError
+from internvl_agent.urls import normalize_url
 
 WEBAPP = Path(__file__).resolve().parents[1] / "examples" / "webapp"
 SCALES = (1.0, 1.25, 1.5, 2.0, 3.0)

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import ipaddress
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from PIL import Image
 
@@ -32,6 +30,7 @@ from internvl_agent.computers.base import (
 )
 from internvl_agent.computers.chromium import acquire_playwright, find_browser, release_playwright
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
+from internvl_agent.urls import normalize_url
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Playwright
@@ -171,22 +170,6 @@ def to_playwright_keys(keys: str) -> str:
 
 
 # --------------------------------------------------------------------------- urls
-
-_LOCAL_HOSTS = ("localhost",)
-
-
-def normalize_url(url: str) -> str:
-    """Add a scheme when missing: http:// for localhost and IP addresses, else https://."""
-    url = url.strip()
-    if "://" in url or url.split(":", 1)[0].lower() in ("about", "data", "file", "javascript"):
-        return url
-    host = urlsplit("//" + url).hostname or ""
-    try:
-        ipaddress.ip_address(host)
-        local = True
-    except ValueError:
-        local = host in _LOCAL_HOSTS or host.endswith(".localhost")
-    return ("http://" if local else "https://") + url
 
 
 def _first_line(exc: BaseException) -> str:
