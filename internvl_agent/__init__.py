@@ -13,6 +13,16 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "ChatInternVL": "internvl_agent.chat.chat_model",
+    "GUIAgent": "internvl_agent.agent.loop",
+    "AgentResult": "internvl_agent.agent.result",
+    "BrowserComputer": "internvl_agent.computers.browser",
+    "ground": "internvl_agent.grounding",
+    "aground": "internvl_agent.grounding",
+    "GroundingResult": "internvl_agent.grounding",
+    "action_tools": "internvl_agent.actions",
+    "parse_action": "internvl_agent.actions",
+    "RunRecorder": "internvl_agent.records",
+    "register_model": "internvl_agent.engine.engine",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headed", action="store_true")
     parser.add_argument("--record", type=Path, default=Path("runs"))
     args = parser.parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if not WEBAPP.is_dir():
         console.print(f"[red]error:[/] the example web app is not at {WEBAPP} (source checkout)")
         return 2

@@ -109,7 +109,7 @@ def run_agent(options: RunOptions, console: Console | None = None) -> AgentResul
     from internvl_agent.computers.browser import BrowserComputer
     from internvl_agent.engine.tiny import NOISE_NOTICE, is_random_checkpoint
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     model = build_model(options)
     if is_random_checkpoint(model.model):
         console.print(f"[yellow]{NOISE_NOTICE}[/]")

@@ -297,3 +297,14 @@ def test_create_agent_feeds_tool_results_back_to_the_model(llm: ChatInternVL) ->
         # recursion limit: that proves several tool-call round trips ran end to end.
         agent.invoke({"messages": [("human", "find x")]}, {"recursion_limit": 6})
     assert len(calls) >= 2 and all(isinstance(c["query"], str) for c in calls)
+
+
+def test_ground_method_returns_a_result_not_an_exception(llm: ChatInternVL, tmp_path) -> None:
+    path = tmp_path / "shot.png"
+    Image.new("RGB", (640, 400), "white").save(path)
+    result = llm.ground(str(path), "the search button", max_tokens=20)
+    assert result.image_size == (640, 400) and result.description == "the search button"
+    assert isinstance(result.raw_text, str)
+    assert result.ok == (result.point is not None)
+    if not result.ok:  # random weights rarely write a box: the reason is reported
+        assert result.error

@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -36,6 +36,9 @@ from internvl_agent.chat.tools import (
     to_tool_call_chunk,
 )
 from internvl_agent.engine.loading import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from internvl_agent.grounding import GroundingResult
 
 MODEL_ENV_VAR = "INTERNVL_AGENT_MODEL"
 PROVIDER = "internvl"
@@ -234,6 +237,26 @@ class ChatInternVL(BaseChatModel):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+    # --- grounding ---
+    def ground(self, image: Any, description: str, **kwargs: Any) -> GroundingResult:
+        """Find `description` in `image` (PIL image, path, URL or bytes) with InternVL's
+        `<ref>`/`<box>` grounding; the box and click point come back in image pixels."""
+        from internvl_agent.grounding import ground
+
+        return ground(self, self._as_image(image), description, **kwargs)
+
+    async def aground(self, image: Any, description: str, **kwargs: Any) -> GroundingResult:
+        """Async `ground`."""
+        from internvl_agent.grounding import aground
+
+        picture = await asyncio.to_thread(self._as_image, image)
+        return await aground(self, picture, description, **kwargs)
+
+    def _as_image(self, image: Any) -> Any:
+        from internvl_agent.chat.content import load_image
+
+        return load_image(image, self.image_options).image
 
     # --- tools and structured output ---
     def bind_tools(

@@ -1,0 +1,143 @@
+"""The `internvl-agent` command line, end to end on the tiny random-weight checkpoint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from internvl_agent.cli import app
+from internvl_agent.records import load_run
+from internvl_agent.runner import EXIT_CODES
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _browser_or_skip() -> None:
+    from internvl_agent.computers.chromium import find_browser
+    from internvl_agent.errors import ConfigurationError
+
+    try:
+        find_browser()
+    except ConfigurationError as exc:
+        pytest.skip(f"no browser: {exc}")
+
+
+@pytest.fixture(scope="module")
+def webapp_url():
+    sys.path.insert(0, str(REPO / "examples" / "webapp"))
+    from serve import serve
+
+    url, server = serve(REPO / "examples" / "webapp")
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+def test_tiny_checkpoint_command(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["tiny-checkpoint", str(tmp_path / "ckpt")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ckpt" / "config.json").exists()
+    assert "RANDOM" in result.output and "noise" in result.output
+
+
+def test_tiny_checkpoint_rejects_unknown_size(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["tiny-checkpoint", str(tmp_path / "x"), "--size", "huge"])
+    assert result.exit_code == 2 and "unknown size" in result.output
+
+
+def test_chat_command_streams_an_answer(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    image = tmp_path / "shot.png"
+    Image.new("RGB", (300, 200), "blue").save(image)
+    args = ["chat", "Describe", "-i", str(image), "--model", str(tiny_checkpoint)]
+    result = runner.invoke(app, [*args, "--max-tokens", "8", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "input tokens" in result.output and "noise" in result.output
+
+
+def test_chat_command_reports_a_bad_image_cleanly(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    result = runner.invoke(app, ["chat", "x", "-i", str(bad), "--model", str(tiny_checkpoint)])
+    assert result.exit_code == 2
+    assert "cannot be decoded as an image" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_ground_command_prints_json(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    image = tmp_path / "shot.png"
+    Image.new("RGB", (320, 240), "white").save(image)
+    args = ["ground", str(image), "the OK button", "--model", str(tiny_checkpoint)]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--out", str(tmp_path / "m.png")])
+    assert result.exit_code in (0, 1), result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["image_size"] == [320, 240] and payload["description"] == "the OK button"
+    assert (payload["box"] is None) == (result.exit_code == 1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--viewport", "big"], "WIDTHxHEIGHT"),
+        (["--secret", "password"], "NAME=ENV_VAR"),
+        (["--secret", "password=NO_SUCH_VARIABLE_XYZ"], "is not set"),
+    ],
+)
+def test_run_command_rejects_bad_options(extra: list[str], message: str) -> None:
+    result = runner.invoke(app, ["run", "--task", "x", *extra])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_run_command_end_to_end_with_the_tiny_checkpoint(
+    tiny_checkpoint: Path, tmp_path: Path, webapp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _browser_or_skip()
+    monkeypatch.setenv("DEMO_PASSWORD", "wonderland")
+    args = [
+        "run",
+        "--task",
+        "Log in as alice with <secret>password</secret>",
+        "--url",
+        webapp_url,
+        "--model",
+        str(tiny_checkpoint),
+        "--device",
+        "cpu",
+        "--max-steps",
+        "3",
+        "--max-tiles",
+        "1",
+        "--record",
+        str(tmp_path / "runs"),
+        "--allowed-domain",
+        "127.0.0.1",
+        "--secret",
+        "password=DEMO_PASSWORD",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code in EXIT_CODES.values(), result.output
+    assert "noise" in result.output and "record:" in result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    run = load_run(run_dir)
+    assert run.finished and run.info.status in EXIT_CODES
+    assert EXIT_CODES[run.info.status] == result.exit_code
+    assert 1 <= len(run.steps) <= 3 and (run_dir / "report.html").exists()
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert b"wonderland" not in path.read_bytes(), path
+
+
+def test_demo_main_job_runs_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _browser_or_skip()
+    from internvl_agent import demo
+
+    monkeypatch.delenv("INTERNVL_AGENT_MODEL", raising=False)
+    monkeypatch.setattr(demo, "TINY", tmp_path / "tiny")
+    assert demo.main(["--max-steps", "2", "--record", str(tmp_path / "runs")]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert load_run(run_dir).finished
