@@ -80,18 +80,37 @@ class ModelSize:
     text_kv_heads: int
     text_intermediate: int
     vocab_size: int | None = None  # None: the tokenizer's size
+    tokenizer_vocab: int = 512  # BPE merges trained offline; large for realistic token counts
 
 
 SIZES: dict[str, ModelSize] = {
     "tiny": ModelSize(32, 2, 2, 64, 64, 2, 4, 2, 128),
     # The real InternVL3 layer sizes (InternViT-300M + Qwen2.5), for benchmarks.
-    "1b": ModelSize(1024, 24, 16, 4096, 896, 24, 14, 2, 4864, vocab_size=151674),
-    "2b": ModelSize(1024, 24, 16, 4096, 1536, 28, 12, 2, 8960, vocab_size=151674),
+    "1b": ModelSize(1024, 24, 16, 4096, 896, 24, 14, 2, 4864, 151674, 32000),
+    "2b": ModelSize(1024, 24, 16, 4096, 1536, 28, 12, 2, 8960, 151674, 32000),
 }
 
 
+def _training_text(vocab_size: int, limit_bytes: int = 6_000_000) -> list[str]:
+    """Text to train BPE on: the small built-in corpus, or for a large vocabulary (realistic
+    token counts, about 4 characters a token on English and code) Python's own library."""
+    lines = _CORPUS.strip().splitlines() * 4
+    if vocab_size <= 2048:
+        return lines
+    import sysconfig
+
+    total = 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        lines.extend(text.splitlines())
+        total += len(text)
+        if total > limit_bytes:
+            break
+    return lines
+
+
 def build_tokenizer(vocab_size: int = 512):
-    """Train a small byte-level BPE tokenizer with InternVL's special tokens."""
+    """Train a byte-level BPE tokenizer with InternVL's special tokens (offline)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -103,7 +122,7 @@ def build_tokenizer(vocab_size: int = 512):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS.strip().splitlines() * 4, trainer=trainer)
+    tok.train_from_iterator(_training_text(vocab_size), trainer=trainer)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS])
     fast = PreTrainedTokenizerFast(
@@ -154,10 +173,8 @@ def build_config(tokenizer, size: ModelSize):
     )
 
 
-def write_random_checkpoint(
-    directory: str | Path, size: str = "tiny", *, seed: int = 0, dtype: str = "float32"
-) -> Path:
-    """Write a random-weight native InternVL checkpoint to `directory` and return its path."""
+def random_model(size: str = "tiny", *, seed: int = 0) -> tuple[Any, Any]:
+    """(model, tokenizer) with random weights, built in memory (no files)."""
     import torch
     from transformers import GenerationConfig, InternVLForConditionalGeneration
 
@@ -165,35 +182,33 @@ def write_random_checkpoint(
         from internvl_agent.errors import ConfigurationError
 
         raise ConfigurationError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(SIZES[size].tokenizer_vocab)
     config = build_config(tokenizer, SIZES[size])
     torch.manual_seed(seed)
-    model = InternVLForConditionalGeneration(config).to(getattr(torch, dtype)).eval()
-    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model = InternVLForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
-        eos_token_id=[eos, tokenizer.convert_tokens_to_ids("<|endoftext|>")],
+        eos_token_id=[tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")],
         pad_token_id=tokenizer.pad_token_id,
         do_sample=False,
     )
-    model.save_pretrained(out)
+    return model, tokenizer
+
+
+def write_random_checkpoint(
+    directory: str | Path, size: str = "tiny", *, seed: int = 0, dtype: str = "float32"
+) -> Path:
+    """Write a random-weight native InternVL checkpoint to `directory` and return its path."""
+    import torch
+
+    model, tokenizer = random_model(size, seed=seed)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(getattr(torch, dtype)).save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "README.md").write_text(f"# Random InternVL checkpoint ({size})\n\n{NOISE_NOTICE}\n")
     meta = {"internvl_agent_random_checkpoint": True, "size": size, "seed": seed}
     (out / "internvl_agent_random.json").write_text(json.dumps(meta, indent=2))
     return out
-
-
-def random_model(size: str = "tiny", *, seed: int = 0) -> tuple[Any, Any]:
-    """(model, tokenizer) with random weights, built in memory (no files)."""
-    import torch
-    from transformers import InternVLForConditionalGeneration
-
-    tokenizer = build_tokenizer()
-    config = build_config(tokenizer, SIZES[size])
-    torch.manual_seed(seed)
-    return InternVLForConditionalGeneration(config).eval(), tokenizer
 
 
 def is_random_checkpoint(directory: str | Path) -> bool:
