@@ -924,3 +924,32 @@ def test_system_prompt_template() -> None:
     assert "{{" not in prompt and SECRET not in prompt
     assert "<secret>password</secret>" in prompt and "127.0.0.1" in prompt
     assert all(f"`{name}`" in prompt for name in BROWSER_ACTIONS)
+
+
+def test_grounding_max_tiles_only_changes_grounding_calls() -> None:
+    from internvl_agent.computers.base import Computer
+
+    class _Screen(Computer):
+        kind = "desktop"
+
+        def screenshot(self):  # pragma: no cover - not called
+            raise NotImplementedError
+
+        click = type_text = press_key = scroll = drag = screenshot
+
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    class _Model(GenericFakeChatModel):
+        def bind_tools(self, tools, **kwargs):
+            return self.bind(**kwargs)
+
+    agent = GUIAgent(
+        _Model(messages=iter([])),
+        _Screen(),
+        max_tiles=4,
+        grounding_max_tiles=12,
+        record_dir="unused",
+    )
+    assert agent.grounding_kwargs == {"max_tiles": 12}
+    with pytest.raises(ConfigurationError, match="grounding_max_tiles"):
+        GUIAgent(_Model(messages=iter([])), _Screen(), grounding_max_tiles=0)

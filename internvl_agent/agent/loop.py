@@ -95,6 +95,11 @@ class GUIAgent:
     record_dir: folder that receives one run folder per run (see records.py).
     max_tiles: call option for the model and the grounder (ChatInternVL's image tiling);
         leave None for models that do not take it (ChatOpenAI would send it to the server).
+        The same tiling for both lets the grounding call reuse the planner call's encoded
+        screenshot (ChatInternVL's vision cache), and older screenshots in the history are
+        never encoded twice.
+    grounding_max_tiles: a different tiling for grounding calls only (finer detail for small
+        targets, at the price of encoding the screenshot a second time).
     actions: tool names offered; default BROWSER_ACTIONS for a browser, else DESKTOP_ACTIONS.
     risky_keys: key combinations that need confirmation.
     max_repeated_failures: the same failing action this many times in a row ends the run.
@@ -120,6 +125,7 @@ class GUIAgent:
         ask_user: AskUserCallback | None = None,
         record_dir: str | Path = "runs",
         max_tiles: int | None = None,
+        grounding_max_tiles: int | None = None,
         actions: Iterable[str] | None = None,
         risky_keys: Iterable[str] = DEFAULT_RISKY_KEYS,
         max_repeated_failures: int = 3,
@@ -137,8 +143,9 @@ class GUIAgent:
         ):
             if not isinstance(value, int) or value < low:
                 raise ConfigurationError(f"{name} must be an integer >= {low}, got {value!r}")
-        if max_tiles is not None and (not isinstance(max_tiles, int) or max_tiles < 1):
-            raise ConfigurationError(f"max_tiles must be a positive integer, got {max_tiles!r}")
+        for name, tiles in (("max_tiles", max_tiles), ("grounding_max_tiles", grounding_max_tiles)):
+            if tiles is not None and (not isinstance(tiles, int) or tiles < 1):
+                raise ConfigurationError(f"{name} must be a positive integer, got {tiles!r}")
         if callback_timeout is not None and callback_timeout <= 0:
             raise ConfigurationError(f"callback_timeout must be > 0, got {callback_timeout}")
         self.model = model
@@ -170,6 +177,8 @@ class GUIAgent:
         self.bound_model = bind_action_tools(model, action_tools(self.tool_names), **call_options)
         self.grounder: Runnable = grounder if grounder is not None else model
         self.grounding_kwargs: dict[str, Any] = dict(call_options)
+        if grounding_max_tiles is not None:
+            self.grounding_kwargs["max_tiles"] = grounding_max_tiles
         self.system_prompt = render_system_prompt(
             tools=self.tool_names,
             environment="a web browser" if computer.kind == "browser" else "a computer desktop",
