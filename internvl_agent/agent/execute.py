@@ -84,14 +84,14 @@ def _type(computer: Computer, action: TypeText, point: Point | None, text: str) 
         clicked = computer.click(*point)
         if not clicked.ok:
             message = f"clicking the field failed: {clicked.message}"
-            return ActionOutcome(False, message, clicked.url)
+            return ActionOutcome(False, message, clicked.url, abort=clicked.abort)
         messages.append("clicked the field")
     typed = computer.type_text(text)
     messages.append(typed.message)
     if not typed.ok:
-        return ActionOutcome(False, "; ".join(messages), typed.url)
+        return ActionOutcome(False, "; ".join(messages), typed.url, abort=typed.abort)
     if action.submit:
         pressed = computer.press_key("Enter")
         messages.append(pressed.message)
-        return ActionOutcome(pressed.ok, "; ".join(messages), pressed.url)
+        return ActionOutcome(pressed.ok, "; ".join(messages), pressed.url, abort=pressed.abort)
     return ActionOutcome(True, "; ".join(messages), typed.url)

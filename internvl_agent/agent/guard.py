@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -77,8 +78,13 @@ class Guard:
             new_site = host not in self.seen_hosts if host else scheme != "about"
             if new_site and not policy.listed(action.url):
                 return (yield from self.confirm(f"open {action.url}, a site not visited yet"))
-        if isinstance(action, PressKey) and agent.risky_keys.matches(action.keys):
-            return (yield from self.confirm(f"press {action.keys}"))
+        if isinstance(action, PressKey):
+            if agent.computer.is_blocked(action.keys):
+                return ActionOutcome(
+                    False, f"refused: {action.keys} is blocked on this computer; nothing was done"
+                )
+            if agent.risky_keys.matches(action.keys):
+                return (yield from self.confirm(f"press {action.keys}"))
         if isinstance(action, TypeText):
             names = agent.secrets.used_in(action.text)
             if names and not policy.listed(page_url):
@@ -117,7 +123,7 @@ class Guard:
         url = (yield Blocking(self.current_url)) or outcome.url
         self.observe(url)
         if not policy.restricted or policy.allows(url):
-            return ActionOutcome(outcome.ok, outcome.message, url)
+            return replace(outcome, url=url)
         computer = self.agent.computer
         back = yield Blocking(lambda: _safely(computer.go_back))
         now = yield Blocking(self.current_url)

@@ -310,6 +310,8 @@ class RunSession:
 
     def _check_repeats(self, index: int, action: Action, outcome: ActionOutcome) -> Ending | None:
         """Warn about, then stop, the same action failing again and again."""
+        if outcome.abort:
+            return ("stopped", None, self.redact(outcome.message))
         if outcome.ok:
             self.fail_signature, self.fail_count = None, 0
             return None
@@ -392,7 +394,7 @@ class RunSession:
         ):
             notes.append(f"the page is now {outcome.url}")
         text_out = "; ".join(p for p in (*notes, message) if p)
-        return ActionOutcome(outcome.ok, text_out, outcome.url)
+        return ActionOutcome(outcome.ok, text_out, outcome.url, abort=outcome.abort)
 
     # ------------------------------------------------------------------ records
 

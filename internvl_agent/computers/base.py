@@ -39,6 +39,7 @@ class ActionOutcome:
     ok: bool
     message: str = ""
     url: str | None = None
+    abort: bool = False  # the person took over (e.g. pyautogui's fail-safe): end the run
 
 
 class Computer(abc.ABC):
@@ -92,6 +93,10 @@ class Computer(abc.ABC):
 
         time.sleep(max(0.0, seconds))
         return ActionOutcome(True, f"waited {seconds:g}s")
+
+    def is_blocked(self, keys: str) -> bool:
+        """True for key combinations this computer refuses outright (see the desktop)."""
+        return False
 
     def current_url(self) -> str | None:
         """The URL shown, for computers that have one."""

@@ -421,7 +421,7 @@ class DesktopComputer(Computer):
             with self._lock:
                 message = action()
         except pg.FailSafeException:
-            return ActionOutcome(False, FAILSAFE_MESSAGE)
+            return ActionOutcome(False, FAILSAFE_MESSAGE, abort=True)
         except Exception as exc:
             logger.warning("desktop %s failed: %s: %s", what, type(exc).__name__, exc)
             return ActionOutcome(False, f"{what} failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,77 @@
+"""The agent honours a computer's hard refusals: blocked keys and a person taking over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from PIL import Image
+
+from internvl_agent.agent import GUIAgent
+from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
+
+
+class _ToolModel(GenericFakeChatModel):
+    def bind_tools(self, tools, **kwargs):
+        return self.bind(**kwargs)
+
+
+def _calls(*calls: tuple[str, dict]) -> _ToolModel:
+    replies = [
+        AIMessage("", tool_calls=[{"name": n, "args": a, "id": f"c{i}"}])
+        for i, (n, a) in enumerate(calls)
+    ]
+    return _ToolModel(messages=iter(replies))
+
+
+class _Screen(Computer):
+    kind = "desktop"
+
+    def __init__(self, *, failsafe: bool = False) -> None:
+        self.failsafe = failsafe
+        self.pressed: list[str] = []
+        self.clicked = 0
+
+    def screenshot(self) -> Screenshot:
+        return Screenshot(Image.new("RGB", (200, 100), "white"))
+
+    def click(self, x, y, *, button="left", clicks=1) -> ActionOutcome:
+        self.clicked += 1
+        if self.failsafe:
+            return ActionOutcome(False, "fail-safe: the pointer is in a corner", abort=True)
+        return ActionOutcome(True, "clicked")
+
+    def press_key(self, keys: str) -> ActionOutcome:
+        self.pressed.append(keys)
+        return ActionOutcome(True, f"pressed {keys}")
+
+    def is_blocked(self, keys: str) -> bool:
+        return keys.lower() == "alt+f4"
+
+    def type_text(self, text):
+        return ActionOutcome(True)
+
+    def scroll(self, direction, amount=3, x=None, y=None):
+        return ActionOutcome(True)
+
+    def drag(self, from_x, from_y, to_x, to_y):
+        return ActionOutcome(True)
+
+
+def test_blocked_key_is_refused_without_asking(tmp_path: Path) -> None:
+    asked: list[str] = []
+    screen = _Screen()
+    model = _calls(("press_key", {"keys": "alt+F4"}), ("done", {"answer": "ok"}))
+    agent = GUIAgent(model, screen, record_dir=tmp_path, confirm=lambda d: asked.append(d) or True)
+    result = agent.run("close it")
+    assert screen.pressed == [] and asked == []
+    assert result.history[0].ok is False and "blocked" in result.history[0].message
+
+
+def test_a_person_taking_over_stops_the_run(tmp_path: Path) -> None:
+    screen = _Screen(failsafe=True)
+    model = _calls(("click", {"x": 500, "y": 500}), ("done", {"answer": "never"}))
+    result = GUIAgent(model, screen, record_dir=tmp_path).run("click")
+    assert result.status == "stopped" and "fail-safe" in (result.error or "")
+    assert screen.clicked == 1 and result.record_path is not None
