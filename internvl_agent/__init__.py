@@ -16,6 +16,7 @@ _LAZY = {
     "GUIAgent": "internvl_agent.agent.loop",
     "AgentResult": "internvl_agent.agent.result",
     "BrowserComputer": "internvl_agent.computers.browser",
+    "DesktopComputer": "internvl_agent.computers.desktop",
     "ground": "internvl_agent.grounding",
     "aground": "internvl_agent.grounding",
     "GroundingResult": "internvl_agent.grounding",

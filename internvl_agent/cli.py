@@ -121,9 +121,18 @@ def run(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Allow risky actions unasked.")] = False,
     browser: Annotated[str | None, typer.Option(help="Chromium executable to use.")] = None,
+    desktop: Annotated[
+        bool, typer.Option("--desktop", help="Act on the whole desktop (pyautogui + mss).")
+    ] = False,
+    monitor: Annotated[
+        str, typer.Option(help="Desktop: monitor number (1 = first), 'primary' or 'all'.")
+    ] = "1",
+    scale_factor: Annotated[
+        float | None, typer.Option(help="Desktop: HiDPI scale factor (default: detected).")
+    ] = None,
 ) -> None:
-    """Run the GUI agent on a task in a browser. Exit status: 0 done, 1 failed, 3 max steps,
-    4 stopped, 5 error (2: bad options)."""
+    """Run the GUI agent on a task in a browser (or, with --desktop, on the desktop).
+    Exit status: 0 done, 1 failed, 3 max steps, 4 stopped, 5 error (2: bad options)."""
     from internvl_agent.runner import (
         EXIT_CODES,
         RunOptions,
@@ -148,6 +157,9 @@ def run(
             secrets=parse_secret_specs(secret or []),
             assume_yes=yes,
             browser_path=browser,
+            desktop=desktop,
+            monitor=monitor,
+            scale_factor=scale_factor,
         )
         result = run_agent(options, console)
     except InternVLAgentError as exc:
@@ -200,11 +212,73 @@ def ground(
 
 
 @app.command()
+def serve(
+    model: ModelOption = None,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to bind: 127.0.0.1 = this machine only; 0.0.0.0 exposes it."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    device: DeviceOption = "auto",
+    served_model_name: Annotated[
+        list[str] | None, typer.Option(help="Name clients send as 'model' (repeatable).")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="INTERNVL_AGENT_API_KEY", help="Require 'Authorization: Bearer KEY'."),
+    ] = None,
+    max_tiles: Annotated[int | None, typer.Option(help="Default tiles per image.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Default most tokens per answer.")] = None,
+    remote_images: Annotated[
+        bool, typer.Option(help="Fetch http(s) image URLs named in requests.")
+    ] = True,
+    preload: Annotated[bool, typer.Option(help="Load weights before accepting requests.")] = True,
+) -> None:
+    """Serve the model over the OpenAI chat-completions API (images, tools, streaming)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    from internvl_agent.server import serve as run_server
+
+    try:
+        run_server(
+            model,
+            host=host,
+            port=port,
+            device=device,
+            served_model_name=served_model_name,
+            api_key=api_key,
+            max_tiles=max_tiles,
+            max_tokens=max_tokens,
+            allow_remote_images=remote_images,
+            preload=preload,
+        )
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
     """Rebuild report.html of a run (e.g. after a crash)."""
     from internvl_agent.report import write_report
 
     print(write_report(run_dir))
+
+
+def _eval_app() -> typer.Typer:
+    from internvl_agent.evaluation.grounding_eval import eval_grounding_command
+    from internvl_agent.evaluation.miniwob import eval_miniwob_command
+
+    eval_app = typer.Typer(
+        help="Benchmarks: MiniWoB++ web tasks and ScreenSpot-style grounding.",
+        no_args_is_help=True,
+    )
+    eval_app.command("miniwob")(eval_miniwob_command)
+    eval_app.command("grounding")(eval_grounding_command)
+    return eval_app
+
+
+app.add_typer(_eval_app(), name="eval")
 
 
 def main() -> None:

@@ -36,6 +36,9 @@ class RunOptions:
     secrets: Mapping[str, str] = field(default_factory=dict)
     assume_yes: bool = False
     browser_path: str | None = None
+    desktop: bool = False  # the whole desktop instead of a browser
+    monitor: str = "1"  # desktop: 1-based monitor number, "primary" or "all"
+    scale_factor: float | None = None  # desktop: override the detected HiDPI factor
 
 
 def parse_secret_specs(specs: Sequence[str]) -> dict[str, str]:
@@ -94,6 +97,23 @@ def _terminal_ask(console: Console):
     return ask
 
 
+def build_computer(options: RunOptions):
+    """A DesktopComputer or a BrowserComputer, as the options say (not launched yet)."""
+    if options.desktop:
+        from internvl_agent.computers.desktop import DesktopComputer
+
+        monitor: int | str = int(options.monitor) if options.monitor.isdigit() else options.monitor
+        return DesktopComputer(monitor=monitor, scale_factor=options.scale_factor)
+    from internvl_agent.computers.browser import BrowserComputer
+
+    return BrowserComputer(
+        headless=not options.headed,
+        viewport=options.viewport,
+        device_scale_factor=options.device_scale_factor,
+        browser_path=options.browser_path,
+    )
+
+
 def build_model(options: RunOptions):
     """ChatInternVL for `options.model` (a hub id or local folder)."""
     from internvl_agent.chat.chat_model import ChatInternVL
@@ -105,8 +125,7 @@ def build_model(options: RunOptions):
 
 
 def run_agent(options: RunOptions, console: Console | None = None) -> AgentResult:
-    """Open the browser, run the agent, print progress and the outcome."""
-    from internvl_agent.computers.browser import BrowserComputer
+    """Open the browser (or take the desktop), run the agent, print progress and the outcome."""
     from internvl_agent.engine.tiny import NOISE_NOTICE, is_random_checkpoint
 
     console = console or Console(stderr=True, soft_wrap=True)
@@ -115,12 +134,11 @@ def run_agent(options: RunOptions, console: Console | None = None) -> AgentResul
         console.print(f"[yellow]{NOISE_NOTICE}[/]")
     interactive = sys.stdin.isatty()
     confirm = (lambda _d: True) if options.assume_yes else _terminal_confirm(console)
-    computer = BrowserComputer(
-        headless=not options.headed,
-        viewport=options.viewport,
-        device_scale_factor=options.device_scale_factor,
-        browser_path=options.browser_path,
-    )
+    if options.desktop and options.url:
+        raise ConfigurationError(
+            "--url opens a page in a browser; it cannot be used with --desktop"
+        )
+    computer = build_computer(options)
     with computer:
         agent = GUIAgent(
             model,

@@ -141,3 +141,23 @@ def test_demo_main_job_runs_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert demo.main(["--max-steps", "2", "--record", str(tmp_path / "runs")]) == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert load_run(run_dir).finished
+
+
+def test_run_desktop_without_a_display_names_the_fix(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    args = ["run", "--desktop", "--task", "x", "--model", str(tiny_checkpoint), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "DISPLAY" in result.output or "Xvfb" in result.output
+
+
+def test_run_desktop_refuses_a_url() -> None:
+    result = runner.invoke(app, ["run", "--desktop", "--url", "http://x", "--task", "x"])
+    assert result.exit_code == 2 and "--desktop" in result.output
+
+
+def test_serve_help_warns_about_binding() -> None:
+    result = runner.invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0 and "0.0.0.0" in result.output

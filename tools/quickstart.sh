@@ -40,7 +40,7 @@ python_env() {
   local stamp="$VENV/.internvl-agent-$(sha256sum pyproject.toml | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     log "installing internvl-agent with its extras"
-    "$PY" -m pip install -q -e ".[test,browser,desktop,openai]"
+    "$PY" -m pip install -q -e ".[test,browser,desktop,openai,serve,eval]"
     touch "$stamp"
   fi
 }

@@ -1,0 +1,186 @@
+"""Scripted MiniWoB++ solvers: an InternVL-like test model that reads the live task page.
+
+`MiniWobScriptedModel` is a `ScriptedModel` whose next step is computed, at every agent call,
+from the task page in the worker's browser: the instruction (``#query``) and the DOM state
+(field values, checked boxes) decide the action, and the element's box on the page gives the
+0..1000 coordinates of the latest screenshot, exactly as a real model would answer. Once the
+page has ended its episode the model calls ``done``.
+
+A policy is ``policy(page, instruction) -> Step``; `POLICIES` maps task names to policies.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tests.scripted_model import ScriptedModel, Step, click, done, type_into
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+Policy = Callable[["Page", str], Step]
+
+
+def browser_skip_reason() -> str | None:
+    """None when Playwright and a Chromium are here, else why the browser tests skip."""
+    from internvl_agent.computers.chromium import find_browser
+    from internvl_agent.errors import ConfigurationError
+
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed (pip install 'internvl-agent[browser]')"
+    try:
+        find_browser()
+    except ConfigurationError as exc:
+        return str(exc)
+    return None
+
+
+def miniwob_skip_reason() -> str | None:
+    """None when the miniwob package (the task pages) is installed, else why not."""
+    if importlib.util.find_spec("miniwob") is None:
+        return "miniwob is not installed (pip install miniwob)"
+    return browser_skip_reason()
+
+
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def quoted(instruction: str) -> list[str]:
+    """The double-quoted parts of an instruction, in order."""
+    return _QUOTED.findall(instruction)
+
+
+def css_text(text: str) -> str:
+    """`text` as a quoted CSS / Playwright selector string."""
+    return json.dumps(text)
+
+
+def _fill(page: Page, selector: str, text: str) -> Step | None:
+    """type_text into the field unless it already holds `text`."""
+    if page.input_value(selector) == text:
+        return None
+    return type_into(selector, text)
+
+
+def _fill_all(page: Page, fields: list[tuple[str, str]], submit: str) -> Step:
+    for selector, text in fields:
+        step = _fill(page, selector, text)
+        if step is not None:
+            return step
+    return click(submit)
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def click_test(page: Page, instruction: str) -> Step:
+    return click("#subbtn")
+
+
+def click_test_2(page: Page, instruction: str) -> Step:
+    label = instruction.removeprefix("Click button ").rstrip(".")
+    return click(f"#area button:text-is({css_text(label)})")
+
+
+def click_button(page: Page, instruction: str) -> Step:
+    (label,) = quoted(instruction)
+    return click(f"#area button:text-is({css_text(label)})")
+
+
+def click_link(page: Page, instruction: str) -> Step:
+    (label,) = quoted(instruction)
+    return click(f"#area span.alink:text-is({css_text(label)})")
+
+
+def click_dialog(page: Page, instruction: str) -> Step:
+    return click("button.ui-dialog-titlebar-close")
+
+
+def click_widget(page: Page, instruction: str) -> Step:
+    (kind,) = quoted(instruction)
+    return click(f'#area .widget:has([data-type="{kind}"])')
+
+
+def focus_text(page: Page, instruction: str) -> Step:
+    return click("#tt")
+
+
+def enter_text(page: Page, instruction: str) -> Step:
+    (text,) = quoted(instruction)
+    return _fill_all(page, [("#tt", text)], "#subbtn")
+
+
+def enter_password(page: Page, instruction: str) -> Step:
+    (password,) = quoted(instruction)
+    return _fill_all(page, [("#password", password), ("#verify", password)], "#subbtn")
+
+
+def login_user(page: Page, instruction: str) -> Step:
+    user, password = quoted(instruction)
+    return _fill_all(page, [("#username", user), ("#password", password)], "#subbtn")
+
+
+def _toggle_to(page: Page, wanted: set[str]) -> Step:
+    """Click the first box whose state differs from `wanted`, else Submit."""
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll('#boxes label')].map(label => {
+             const box = label.querySelector('input');
+             return {id: box.id, name: label.textContent.trim(), checked: box.checked};
+           })"""
+    )
+    for box in boxes:
+        if box["checked"] != (box["name"] in wanted):
+            return click(f"#{box['id']}")
+    return click("#subbtn")
+
+
+def click_checkboxes(page: Page, instruction: str) -> Step:
+    names = instruction.removeprefix("Select ").removesuffix(" and click Submit.")
+    return _toggle_to(page, set() if names == "nothing" else set(names.split(", ")))
+
+
+def click_option(page: Page, instruction: str) -> Step:
+    name = instruction.removeprefix("Select ").removesuffix(" and click Submit.")
+    return _toggle_to(page, {name})
+
+
+POLICIES: dict[str, Policy] = {
+    "click-test": click_test,
+    "click-test-2": click_test_2,
+    "click-button": click_button,
+    "click-link": click_link,
+    "click-dialog": click_dialog,
+    "click-widget": click_widget,
+    "click-option": click_option,
+    "click-checkboxes": click_checkboxes,
+    "focus-text": focus_text,
+    "enter-text": enter_text,
+    "enter-password": enter_password,
+    "login-user": login_user,
+}
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def task_of(url: str) -> str:
+    """'http://127.0.0.1:8000/miniwob/click-button.html' -> 'click-button'."""
+    return url.split("?")[0].rsplit("/", 1)[-1].removesuffix(".html")
+
+
+class MiniWobScriptedModel(ScriptedModel):
+    """Solves the tasks in `POLICIES` from the live page; ``done`` once the episode ended."""
+
+    episode_over_answers: int = 0  # times it answered `done` because the page had ended
+
+    def _next_step(self) -> Step:
+        page = self.computer.page
+        if page.evaluate("() => WOB_DONE_GLOBAL === true"):
+            self.episode_over_answers += 1
+            return done("the page ended the episode")
+        instruction = " ".join(page.locator("#query").inner_text().split())
+        return POLICIES[task_of(page.url)](page, instruction)
