@@ -170,7 +170,10 @@ def test_missing_and_malformed_checkpoints_name_the_fix(tmp_path: Path) -> None:
 
 
 def test_offline_hub_error_explains_local_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(CheckpointError, match="local-dir"):
         read_config("OpenGVLab/not-a-real-model-xyz")
 

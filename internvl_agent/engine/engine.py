@@ -64,8 +64,7 @@ class PreparedRequest:
         sampling = self.request.sampling
         if sampling.seed is not None:
             return ("seeded", id(self))  # a seed only means something for a request alone
-        constrained = self.request.constraint is not None
-        return (sampling, constrained, self.max_new_tokens if constrained else None)
+        return (sampling, self.request.constraint is not None)
 
 
 class InternVLEngine:
@@ -309,7 +308,9 @@ class InternVLEngine:
                 from internvl_agent.engine.constrained import make_logits_processor
 
                 processor = make_logits_processor(
-                    constraints, max_new_tokens=batch[0].max_new_tokens, eos_token_ids=sorted(eos)
+                    constraints,
+                    max_new_tokens=[p.max_new_tokens for p in batch],
+                    eos_token_ids=sorted(eos),
                 )
                 kwargs["logits_processor"] = LogitsProcessorList([processor])
             if sampling.seed is not None:
