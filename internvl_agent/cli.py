@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from internvl_agent.cli_options import DeviceOption, ModelOption
 from internvl_agent.errors import InternVLAgentError
 
 app = typer.Typer(
@@ -18,17 +19,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True, soft_wrap=True)
-
-ModelOption = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Hub id or local folder of a native InternVL checkpoint "
-        "(default: $INTERNVL_AGENT_MODEL or OpenGVLab/InternVL3-2B-hf).",
-    ),
-]
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 
 
 def fail(error: Exception, code: int = 2) -> typer.Exit:

@@ -65,7 +65,8 @@ def bind_action_tools(model: Any, tools: Sequence[Any], **kwargs: Any) -> Runnab
         ) from exc
 
 
-def _model_name(model: Any) -> str:
+def model_name(model: Any) -> str:
+    """A short name for a chat model, for records and reports."""
     for attr in ("model", "model_name", "model_id"):
         value = getattr(model, attr, None)
         if isinstance(value, str) and value:
@@ -226,8 +227,8 @@ class GUIAgent:
     def record_meta(self, start_url: str | None = None) -> dict[str, Any]:
         """What run.json's meta says about this agent (secret names only, never values)."""
         return {
-            "model": _model_name(self.model),
-            "grounder": _model_name(self.grounder),
+            "model": model_name(self.model),
+            "grounder": model_name(self.grounder),
             "computer": self.computer.kind,
             "start_url": start_url,
             "max_steps": self.max_steps,

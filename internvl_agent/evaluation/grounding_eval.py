@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from internvl_agent.agent.loop import model_name
+from internvl_agent.cli_options import DeviceOption, ModelOption
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.evaluation.report import ratio, write_json
 from internvl_agent.grounding import GROUNDING_PROMPT, GUI_GROUNDING_PROMPT, NORM_MAX, ground
@@ -388,7 +390,7 @@ def run_grounding_eval(
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="grounding") as pool:
         items = list(pool.map(one, samples))
     config = {
-        "model": _model_name(model),
+        "model": model_name(model),
         "items": len(samples),
         "limit": limit,
         "concurrency": concurrency,
@@ -399,14 +401,6 @@ def run_grounding_eval(
     return GroundingReport(str(dataset_dir), items, config, started_at, time.monotonic() - t0)
 
 
-def _model_name(model: Any) -> str:
-    for attr in ("model", "model_name", "model_id"):
-        value = getattr(model, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return type(model).__name__
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -415,16 +409,8 @@ def eval_grounding_command(
         Path,
         typer.Argument(help="Folder with dataset.json (or ScreenSpot's *.json) and images."),
     ],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Hub id or local folder of a native InternVL checkpoint "
-            "(default: $INTERNVL_AGENT_MODEL or OpenGVLab/InternVL3-2B-hf).",
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
     max_tiles: Annotated[int, typer.Option(min=1, help="Most tiles per image.")] = 12,
     max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per answer.")] = 128,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N items.")] = None,

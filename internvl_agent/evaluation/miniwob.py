@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from internvl_agent.cli_options import DeviceOption, ModelOption
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.evaluation.report import ratio, write_json
 
@@ -749,16 +750,8 @@ def eval_miniwob_command(
     concurrency: Annotated[
         int, typer.Option(min=1, help="Episodes at once (a browser and a model each).")
     ] = 1,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Hub id or local folder of a native InternVL checkpoint "
-            "(default: $INTERNVL_AGENT_MODEL or OpenGVLab/InternVL3-2B-hf).",
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
     max_steps: Annotated[int, typer.Option(min=1, help="Agent steps per episode.")] = 10,
     max_tiles: Annotated[int, typer.Option(min=1, help="Most tiles per screenshot.")] = 6,
     max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per model reply.")] = 256,
