@@ -295,6 +295,8 @@ class InternVLEngine:
         with torch.inference_mode():
             embeds = self._embed(input_ids, [img for p in batch for img in p.images])
             kwargs: dict[str, Any] = {
+                # input_ids as well, so that repetition_penalty also covers the prompt
+                "input_ids": input_ids,
                 "inputs_embeds": embeds,
                 "attention_mask": attention.to(loaded.device),
                 "generation_config": config,
