@@ -1,0 +1,74 @@
+"""The runnable examples keep working: the LangGraph graph built from the action tools."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "examples"))
+sys.path.insert(0, str(REPO / "examples" / "webapp"))
+
+
+class _ToolModel(GenericFakeChatModel):
+    def bind_tools(self, tools, **kwargs):
+        return self.bind(**kwargs)
+
+
+@pytest.fixture
+def browser():
+    from internvl_agent.computers.browser import BrowserComputer
+    from internvl_agent.computers.chromium import find_browser
+    from internvl_agent.errors import ConfigurationError
+
+    try:
+        find_browser()
+    except ConfigurationError as exc:
+        pytest.skip(f"no browser: {exc}")
+    from serve import serve
+
+    url, server = serve(REPO / "examples" / "webapp")
+    with BrowserComputer(start_url=url + "shop.html", viewport=(1000, 700)) as computer:
+        yield computer
+    server.shutdown()
+    server.server_close()
+
+
+def test_langgraph_example_clicks_and_finishes(browser) -> None:
+    from langgraph_browser import build_graph
+
+    button = browser.page.locator("button", has_text="Add to cart").first
+    box = button.bounding_box()
+    x = round((box["x"] + box["width"] / 2) / 1000 * 1000)
+    y = round((box["y"] + box["height"] / 2) / 700 * 1000)
+    replies = iter(
+        [
+            AIMessage("", tool_calls=[{"name": "click", "args": {"x": x, "y": y}, "id": "1"}]),
+            AIMessage("", tool_calls=[{"name": "done", "args": {"answer": "added"}, "id": "2"}]),
+        ]
+    )
+    graph = build_graph(_ToolModel(messages=replies), browser, "Add the first item.")
+    state = graph.invoke({"messages": [], "answer": None}, {"recursion_limit": 10})
+    assert state["answer"] == "added"
+    assert "1 item" in browser.page.locator("#cart-count").inner_text()
+
+
+def test_langgraph_example_main_runs_with_the_tiny_checkpoint(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import langgraph_browser
+
+    from internvl_agent.computers.chromium import find_browser
+    from internvl_agent.errors import ConfigurationError
+
+    try:
+        find_browser()
+    except ConfigurationError as exc:
+        pytest.skip(f"no browser: {exc}")
+    assert langgraph_browser.main(["--model", str(tiny_checkpoint), "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(("answer:", "stopped:"))
