@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from internvl_agent.engine.caches import PrefixCache, VisionCache, prefix_length
+from internvl_agent.engine.caches import PrefixCache, VisionCache, common_prefix_length
 from internvl_agent.engine.engine import InternVLEngine
 from internvl_agent.engine.images import TilingConfig
 from internvl_agent.engine.loading import LoadSpec
@@ -43,20 +43,43 @@ def test_vision_cache_lru_is_bounded_by_bytes() -> None:
     assert "huge" not in cache and cache.get("b") is not None
 
 
-def test_prefix_length_stops_after_first_turn() -> None:
-    assert prefix_length([5, 6, 9, 1, 7, 9], end_token_id=9, newline_id=1) == 4
-    assert prefix_length([5, 6, 9, 7], end_token_id=9, newline_id=1) == 3
-    assert prefix_length([5, 6], end_token_id=9, newline_id=1) == 0
+class _FakeKV:
+    """Stands in for a transformers Cache: a list of tokens that can be cropped."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens = list(tokens)
+
+    def get_seq_length(self) -> int:
+        return len(self.tokens)
+
+    def crop(self, n: int) -> None:
+        del self.tokens[n:]
 
 
-def test_prefix_cache_hands_out_independent_copies() -> None:
+def test_common_prefix_length() -> None:
+    assert common_prefix_length([1, 2, 3], [1, 2, 4, 5]) == 2
+    assert common_prefix_length([], [1]) == 0
+
+
+def test_prefix_cache_hands_over_the_longest_shared_prefix() -> None:
+    cache = PrefixCache(max_entries=2)
+    cache.store([1, 2, 3, 4], _FakeKV([1, 2, 3, 4, 99]))  # cut back to the prompt
+    cache.store([1, 2, 7], _FakeKV([1, 2, 7]))
+    kv, shared = cache.take([1, 2, 3, 5, 6])
+    assert shared == 3 and kv.tokens == [1, 2, 3]
+    assert cache.take([1, 2, 3, 5])[1] == 2  # the first entry was handed over, not copied
+    kv, shared = cache.take([1, 2, 7])
+    assert kv is None and shared == 0  # nothing left in the cache
+    cache.store([5], _FakeKV([5]))
+    assert cache.take([5])[1] == 0  # at least one token is always left to compute
+
+
+def test_prefix_cache_evicts_the_oldest_entry() -> None:
     cache = PrefixCache(max_entries=1)
-    cache.put("k", {"kv": [1]})
-    first = cache.get_copy("k")
-    first["kv"].append(2)
-    assert cache.get_copy("k") == {"kv": [1]}
-    cache.put("other", {})
-    assert cache.get_copy("k") is None  # evicted
+    cache.store([1, 2, 3], _FakeKV([1, 2, 3]))
+    cache.store([4, 5, 6], _FakeKV([4, 5, 6]))
+    assert cache.take([1, 2, 3, 9])[0] is None
+    assert cache.take([4, 5, 6, 9])[1] == 3
 
 
 def test_same_screenshot_is_encoded_once(tiny_checkpoint: Path) -> None:
@@ -88,10 +111,22 @@ def test_caches_do_not_change_greedy_answers(tiny_checkpoint: Path, with_image: 
         assert cached.vision_cache.hits >= 2 and plain.vision_cache.hits == 0
 
 
-def test_prefix_cache_is_keyed_by_the_first_turn(tiny_checkpoint: Path) -> None:
+def test_a_growing_conversation_reuses_everything_but_the_new_part(tiny_checkpoint: Path) -> None:
     engine = _engine(tiny_checkpoint)
-    engine.generate(_request(None, system="System A"))
-    engine.generate(_request(None, system="System B"))
-    assert engine.prefix_cache.hits == 0
-    engine.generate(_request(None, system="System A", text="later"))
-    assert engine.prefix_cache.hits == 1
+    history = "step 1: clicked"
+    first = engine.prepare(_request(_screenshot(), text=history))
+    engine.generate(_request(_screenshot(), text=history))
+    assert engine.prefix_cache.reused_tokens == 0
+    history += "\nstep 2: typed"
+    engine.generate(_request(_screenshot(), text=history))
+    # Everything up to where the new history line starts is reused; the image tokens too.
+    assert engine.prefix_cache.reused_tokens > first.image_tokens
+
+
+def test_different_screenshots_never_share_kv(tiny_checkpoint: Path) -> None:
+    engine = _engine(tiny_checkpoint)
+    engine.generate(_request(_screenshot((200, 0, 0)), text="same"))
+    red = engine.prepare(_request(_screenshot((200, 0, 0)), text="same"))
+    engine.generate(_request(_screenshot((0, 200, 0)), text="same"))
+    image_start = red.input_ids.index(engine.model.config.image_token_id)
+    assert 0 < engine.prefix_cache.reused_tokens <= image_start

@@ -2,14 +2,13 @@
 
 - `VisionCache`: image features (vision tower + projector output) by image content and tiling,
   so the planner call and the grounding call of one step encode the screenshot once.
-- `PrefixCache`: the KV cache of a prompt's first turn (system prompt and tool definitions,
-  the same at every step), so each step's prefill starts after it.
+- `PrefixCache`: the KV caches of recent prompts, so a prompt that starts like an earlier one
+  (system prompt, tool definitions, task, the older history of an agent run) is prefilled
+  only from where it differs.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -64,49 +63,69 @@ class VisionCache:
         return self._bytes
 
 
-def prefix_length(input_ids: Sequence[int], end_token_id: int, newline_id: int | None) -> int:
-    """Length of the first turn: through its first end token (and the newline after it)."""
-    try:
-        end = list(input_ids).index(end_token_id)
-    except ValueError:
-        return 0
-    n = end + 1
-    if newline_id is not None and n < len(input_ids) and input_ids[n] == newline_id:
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading items `a` and `b` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
         n += 1
     return n
 
 
-class PrefixCache:
-    """LRU of KV caches of prompt prefixes, keyed by the prefix's token ids."""
+def crop_kv(kv: Any, length: int) -> None:
+    """Cut a transformers Cache back to its first `length` tokens, in place."""
+    extra = kv.get_seq_length() - length
+    if extra > 0:
+        kv.crop(-extra)
 
-    def __init__(self, max_entries: int = 4):
+
+class PrefixCache:
+    """The KV caches of recent prompts, reused for the longest prefix a new prompt shares.
+
+    An agent's step prompt repeats the last one up to the end of its text history (system
+    prompt, tools, task, older history lines), so only the new part is prefilled. Prompts are
+    compared by a *signature*: token ids with every image token replaced by a marker of that
+    image's content, so two different screenshots never share KV. Entries are handed over, not
+    copied: the caller extends the cache during generation and stores it back afterwards.
+    """
+
+    def __init__(self, max_entries: int = 2):
         self.max_entries = max_entries
-        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._items: OrderedDict[int, tuple[tuple[int, ...], Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self._next = 0
         self.hits = 0
         self.misses = 0
+        self.reused_tokens = 0
 
-    @staticmethod
-    def key(token_ids: Sequence[int]) -> str:
-        return hashlib.blake2b(repr(tuple(token_ids)).encode(), digest_size=16).hexdigest()
-
-    def get_copy(self, key: str) -> Any | None:
-        """A private copy of the cached KV (generation extends it in place)."""
+    def take(self, signature: Sequence[int]) -> tuple[Any | None, int]:
+        """The entry sharing the longest prefix with `signature`, cut to that prefix, and its
+        length; (None, 0) when nothing is shared. At least one token is left to compute."""
+        limit = len(signature) - 1
         with self._lock:
-            value = self._items.get(key)
-            if value is None:
+            best, best_len = None, 0
+            for key, (stored, _) in self._items.items():
+                shared = min(common_prefix_length(stored, signature), limit)
+                if shared > best_len:
+                    best, best_len = key, shared
+            if best is None:
                 self.misses += 1
-                return None
-            self._items.move_to_end(key)
+                return None, 0
+            _, kv = self._items.pop(best)
             self.hits += 1
-        return copy.deepcopy(value)
+            self.reused_tokens += best_len
+        crop_kv(kv, best_len)
+        return kv, best_len
 
-    def put(self, key: str, kv: Any) -> None:
+    def store(self, signature: Sequence[int], kv: Any) -> None:
+        """Keep `kv`, cut to the prompt (`signature`), for later prompts that extend it."""
         if self.max_entries <= 0:
             return
+        crop_kv(kv, len(signature))
         with self._lock:
-            self._items[key] = kv
-            self._items.move_to_end(key)
+            self._items[self._next] = (tuple(signature), kv)
+            self._next += 1
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
 

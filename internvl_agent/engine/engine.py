@@ -8,7 +8,6 @@ requests together as one batch through `model.generate`, streaming each row's to
 from __future__ import annotations
 
 import atexit
-import copy
 import threading
 import time
 from collections import deque
@@ -16,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from internvl_agent.engine.caches import PrefixCache, VisionCache, prefix_length
+from internvl_agent.engine.caches import PrefixCache, VisionCache
 from internvl_agent.engine.decoding import RowDecoder
 from internvl_agent.engine.images import (
     TilingConfig,
@@ -77,7 +76,7 @@ class InternVLEngine:
         max_batch_size: int = 8,
         batch_wait_s: float = 0.05,
         vision_cache_bytes: int = 256 * 1024 * 1024,
-        prefix_cache_entries: int = 4,
+        prefix_cache_entries: int = 2,
     ):
         self.spec = spec
         self.vision_cache = VisionCache(vision_cache_bytes)
@@ -303,8 +302,9 @@ class InternVLEngine:
                 "streamer": tracker,
                 "stopping_criteria": StoppingCriteriaList([tracker]),
             }
-            if len(batch) == 1:
-                kwargs["past_key_values"] = self._prefix_kv(batch[0].input_ids, embeds)
+            signature = self._signature(batch[0]) if len(batch) == 1 else None
+            if signature is not None:  # rows of a padded batch cannot share prefixes
+                kwargs["past_key_values"] = self._reusable_kv(signature)
             constraints = [p.request.constraint for p in batch]
             if any(c is not None for c in constraints):
                 from internvl_agent.engine.constrained import make_logits_processor
@@ -319,6 +319,8 @@ class InternVLEngine:
                 torch.manual_seed(sampling.seed)
             tracker.started = time.perf_counter()
             loaded.model.generate(**kwargs)
+        if signature is not None:
+            self.prefix_cache.store(signature, kwargs["past_key_values"])
         tracker.finish_all()
 
     def _embed(self, input_ids: Any, images: list[PreparedImage]) -> Any:
@@ -355,23 +357,28 @@ class InternVLEngine:
                 self.vision_cache.put(img.key, part)
         return torch.cat([found[img.key] for img in images])
 
-    def _prefix_kv(self, input_ids: list[int], embeds: Any) -> Any:
-        """A copy of the cached KV of this prompt's first turn, computing it if needed."""
+    def _signature(self, item: PreparedRequest) -> list[int]:
+        """Token ids with each image's tokens replaced by a marker of that image's content."""
+        image_token = self.loaded.model.config.image_token_id
+        markers = [-1 - int(img.key[:12], 16) for img in item.images for _ in range(img.num_tiles)]
+        per_tile = self.tokens_per_tile
+        out, seen = [], 0
+        for token in item.input_ids:
+            if token == image_token and markers:
+                out.append(markers[min(seen // per_tile, len(markers) - 1)])
+                seen += 1
+            else:
+                out.append(token)
+        return out
+
+    def _reusable_kv(self, signature: list[int]) -> Any:
+        """A KV cache holding the longest already-computed prefix of this prompt (or empty)."""
         from transformers import DynamicCache
 
-        tok = self.loaded.tokenizer
-        newline = tok.convert_tokens_to_ids("Ċ")
-        n = prefix_length(input_ids, tok.convert_tokens_to_ids("<|im_end|>"), newline)
-        if n == 0 or n >= len(input_ids) - 1 or self.prefix_cache.max_entries <= 0:
-            return None
-        key = PrefixCache.key(input_ids[:n])
-        kv = self.prefix_cache.get_copy(key)
-        if kv is None:
-            kv = DynamicCache(config=self.loaded.model.config)
-            self.loaded.model(inputs_embeds=embeds[:, :n], past_key_values=kv, use_cache=True)
-            self.prefix_cache.put(key, kv)
-            kv = copy.deepcopy(kv)  # generation extends its cache in place
-        return kv
+        kv, _ = (
+            self.prefix_cache.take(signature) if self.prefix_cache.max_entries > 0 else (None, 0)
+        )
+        return kv if kv is not None else DynamicCache(config=self.loaded.model.config)
 
 
 def _generation_config(
