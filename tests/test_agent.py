@@ -562,7 +562,7 @@ def test_confirmed_risky_key_runs(browser: BrowserComputer, site: str, tmp_path:
 
     assert result.status == "done"
     assert confirmer.asked == ["press Control+A"]
-    assert result.history[-1].ok is True and "pressed Control+A" in result.history[-1].message
+    assert result.history[-1].ok is True and "pressed Control+a" in result.history[-1].message
 
 
 @needs_browser

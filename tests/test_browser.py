@@ -22,8 +22,8 @@ from internvl_agent.computers.browser import (
     BrowserComputer,
     PixelMap,
     expected_shot_size,
-    to_playwright_keys,
 )
+from internvl_agent.computers.keys import to_playwright_keys
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.urls import normalize_url
 
@@ -154,7 +154,7 @@ def test_expected_shot_size_rounds_half_up() -> None:
         ("alt+F4", "Alt+F4"),
         ("cmd+c", "Meta+c"),
         ("super", "Meta"),
-        ("meta+shift+z", "Meta+Shift+z"),
+        ("meta+shift+z", "Shift+Meta+z"),
         ("esc", "Escape"),
         ("escape", "Escape"),
         ("pagedown", "PageDown"),

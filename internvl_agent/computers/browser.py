@@ -29,6 +29,7 @@ from internvl_agent.computers.base import (
     ScrollDirection,
 )
 from internvl_agent.computers.chromium import acquire_playwright, find_browser, release_playwright
+from internvl_agent.computers.keys import to_playwright_keys
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.urls import normalize_url
 
@@ -93,80 +94,6 @@ def expected_shot_size(css_size: tuple[int, int], device_scale_factor: float) ->
     """The screenshot size Chromium gives for a viewport: css * dsf rounded half up."""
     width, height = (math.floor(side * device_scale_factor + 0.5) for side in css_size)
     return width, height
-
-
-# --------------------------------------------------------------------------- keys
-
-
-def _aliases(table: dict[str, str]) -> dict[str, str]:
-    """{"Control": "ctrl control"} -> {"ctrl": "Control", "control": "Control"}."""
-    return {alias: name for name, spaced in table.items() for alias in spaced.split()}
-
-
-MODIFIERS = _aliases(
-    {
-        "Control": "ctrl control",
-        "Shift": "shift",
-        "Alt": "alt option opt",
-        "Meta": "cmd command meta super win windows",
-    }
-)
-NAMED_KEYS = _aliases(
-    {
-        "Enter": "enter return",
-        "Tab": "tab",
-        "Escape": "esc escape",
-        "Backspace": "backspace",
-        "Delete": "delete del",
-        "Insert": "insert",
-        "Home": "home",
-        "End": "end",
-        "PageUp": "pageup pgup",
-        "PageDown": "pagedown pgdn",
-        "ArrowUp": "up arrowup",
-        "ArrowDown": "down arrowdown",
-        "ArrowLeft": "left arrowleft",
-        "ArrowRight": "right arrowright",
-        "Space": "space spacebar",
-        "+": "plus",
-        "-": "minus",
-        "CapsLock": "capslock",
-        "ContextMenu": "contextmenu menu",
-        **{f"F{n}": f"f{n}" for n in range(1, 13)},
-    }
-)
-ACCEPTED_KEYS_HELP = (
-    "modifiers ctrl, shift, alt, cmd/meta/super joined with '+' to one of: enter, tab, "
-    "esc/escape, backspace, delete, insert, home, end, pageup, pagedown, up, down, left, "
-    "right, space, f1-f12, or a single character (e.g. 'ctrl+a', 'shift+Tab', 'Enter')"
-)
-
-
-def to_playwright_keys(keys: str) -> str:
-    """Our combo ("ctrl+a", "shift+Tab", "esc") as a Playwright key ("Control+a"...).
-
-    Raises ValueError naming the unknown part and the accepted names.
-    """
-    text = keys.strip()
-    if not text:
-        raise ValueError(f"no key given; accepted: {ACCEPTED_KEYS_HELP}")
-    if text == "+":
-        parts = ["+"]
-    elif text.endswith("++"):
-        parts = [*text[:-2].split("+"), "+"]
-    else:
-        parts = text.split("+")
-    names: list[str] = []
-    for part in (p.strip() for p in parts):
-        if len(part) == 1:
-            names.append(part)
-            continue
-        folded = part.lower().replace("_", "").replace("-", "").replace(" ", "")
-        name = MODIFIERS.get(folded) or NAMED_KEYS.get(folded)
-        if name is None:
-            raise ValueError(f"unknown key {part!r} in {keys!r}; accepted: {ACCEPTED_KEYS_HELP}")
-        names.append(name)
-    return "+".join(names)
 
 
 # --------------------------------------------------------------------------- urls

@@ -19,6 +19,7 @@ __all__ = [
     "KeyCombo",
     "KeySet",
     "parse_combo",
+    "to_playwright_keys",
     "to_pyautogui",
 ]
 
@@ -173,3 +174,41 @@ def to_pyautogui(combo: KeyCombo, *, platform: str | None = None) -> list[str]:
         return meta if part == "meta" else _PYAUTOGUI_NAMES.get(part, part)
 
     return [name(part) for part in (*combo.modifiers, combo.key)]
+
+
+# --------------------------------------------------------------------------- playwright
+
+_PLAYWRIGHT_NAMES = {
+    "ctrl": "Control",
+    "alt": "Alt",
+    "shift": "Shift",
+    "meta": "Meta",
+    "enter": "Enter",
+    "tab": "Tab",
+    "escape": "Escape",
+    "backspace": "Backspace",
+    "delete": "Delete",
+    "insert": "Insert",
+    "home": "Home",
+    "end": "End",
+    "pageup": "PageUp",
+    "pagedown": "PageDown",
+    "up": "ArrowUp",
+    "down": "ArrowDown",
+    "left": "ArrowLeft",
+    "right": "ArrowRight",
+    "space": "Space",
+    "capslock": "CapsLock",
+    "menu": "ContextMenu",
+    "printscreen": "PrintScreen",
+    **{f"f{n}": f"F{n}" for n in range(1, 25)},
+}
+
+
+def to_playwright_keys(keys: str) -> str:
+    """Our combo ("ctrl+a", "shift+Tab", "esc") as a Playwright key ("Control+a", ...).
+
+    Raises ValueError naming the unknown part and the accepted names.
+    """
+    combo = parse_combo(keys)
+    return "+".join(_PLAYWRIGHT_NAMES.get(p, p) for p in (*combo.modifiers, combo.key))
