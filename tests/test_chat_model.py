@@ -140,9 +140,10 @@ def test_invoke_with_images_reports_usage_and_metadata(llm: ChatInternVL) -> Non
     message = llm.invoke([HumanMessage(content)])
     assert isinstance(message, AIMessage) and isinstance(message.content, str)
     usage = message.usage_metadata
-    assert usage is not None and usage["total_tokens"] == usage["input_tokens"] + usage[
-        "output_tokens"
-    ]
+    assert (
+        usage is not None
+        and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    )
     meta = message.response_metadata
     assert meta["num_images"] == 3 and meta["image_tokens"] == (3 + 1 + 1) * 256
     assert usage["input_tokens"] > meta["image_tokens"]

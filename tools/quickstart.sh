@@ -60,6 +60,7 @@ case "${1:-}" in
     setup
     shift
     "$VENV/bin/ruff" check internvl_agent tests tools examples
+    "$VENV/bin/ruff" format --check internvl_agent tests tools examples
     exec "$PY" -m pytest -q -p no:cacheprovider "$@"
     ;;
   *)
