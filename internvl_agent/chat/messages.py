@@ -24,7 +24,7 @@ from PIL import Image
 
 from internvl_agent.chat.content import ImageLoadOptions, ImagePart, content_to_parts
 from internvl_agent.chat.tools import format_tool_call
-from internvl_agent.engine.prompt import INTERNVL_SYSTEM_MESSAGE, Turn
+from internvl_agent.engine.prompt import INTERNVL_SYSTEM_MESSAGE, Markup, Turn
 from internvl_agent.errors import MessageFormatError
 
 _CHAT_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}
@@ -55,7 +55,7 @@ def messages_to_turns(
         elif isinstance(message, (ToolMessage, FunctionMessage)):
             block = _tool_result_parts(message, where, options)
             if turns and turns[-1] is tool_turn:
-                tool_turn.parts.extend(["\n", *block])
+                tool_turn.parts.extend([Markup("\n"), *block])
             else:
                 tool_turn = Turn("user", block)
                 turns.append(tool_turn)
@@ -70,9 +70,10 @@ def messages_to_turns(
     system = "\n\n".join(t for t in system_texts if t) or system_message
     if system is None:
         system = INTERNVL_SYSTEM_MESSAGE
+    parts: list[str | Image.Image] = [system] if system else []
     if tools_prompt:
-        system = f"{system}\n\n{tools_prompt}" if system else tools_prompt
-    return [Turn("system", [system]), *turns]
+        parts.append(Markup(f"\n\n{tools_prompt}" if system else tools_prompt))
+    return [Turn("system", parts), *turns]
 
 
 def _parts(content: Any, where: str, options: ImageLoadOptions) -> list[str | Image.Image]:
@@ -99,7 +100,7 @@ def _assistant_parts(
     for call in message.tool_calls:
         block = format_tool_call(call["name"], call.get("args") or {})
         prefix = "\n" if parts else ""
-        parts.append(prefix + block)
+        parts.append(Markup(prefix + block))
     return parts
 
 
@@ -112,7 +113,7 @@ def _tool_result_parts(
     parts = _parts(content, where, options)
     if getattr(message, "status", "success") == "error":
         parts.insert(0, "Error: ")
-    return ["<tool_response>\n", *parts, "\n</tool_response>"]
+    return [Markup("<tool_response>\n"), *parts, Markup("\n</tool_response>")]
 
 
 def _is_block_list(content: Any) -> bool:

@@ -8,6 +8,7 @@ requests together as one batch through `model.generate`, streaming each row's to
 from __future__ import annotations
 
 import atexit
+import itertools
 import threading
 import time
 from collections import deque
@@ -24,14 +25,14 @@ from internvl_agent.engine.images import (
     tile_count,
 )
 from internvl_agent.engine.loading import LoadedModel, LoadSpec, load_model
-from internvl_agent.engine.prompt import render_prompt
+from internvl_agent.engine.prompt import render_segments
 from internvl_agent.engine.requests import (
     GenerationRequest,
     GenerationResult,
     RequestHandle,
     SamplingParams,
 )
-from internvl_agent.errors import ContextLengthError
+from internvl_agent.errors import ConfigurationError, ContextLengthError, MessageFormatError
 
 
 @dataclass
@@ -142,15 +143,20 @@ class InternVLEngine:
         ]
         tiles = [image.num_tiles for image in images]
         preprocess_s = time.perf_counter() - started
-        prompt = render_prompt(
+        segments = render_segments(
             request.turns,
             tiles,
             tokens_per_tile=self.tokens_per_tile,
             default_system=request.default_system,
             prefill=request.prefill,
         )
-        input_ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        input_ids = self._tokenize(segments)
         image_tokens = sum(tiles) * self.tokens_per_tile
+        if input_ids.count(loaded.model.config.image_token_id) != image_tokens:
+            raise MessageFormatError(
+                "the prompt's image tokens do not match its images; text that imitates "
+                "InternVL's image tags in markup parts is not allowed"
+            )
         room = self.context_length - len(input_ids)
         if room < 1:
             raise ContextLengthError(
@@ -159,6 +165,14 @@ class InternVLEngine:
                 f"{self.context_length} tokens. Lower max_tiles, send fewer images or trim the "
                 "conversation history."
             )
+        constraint = request.constraint
+        max_new_tokens = max(1, min(request.max_new_tokens, room))
+        if constraint is not None and constraint.min_tokens > max_new_tokens:
+            limit = "max_tokens" if max_new_tokens == request.max_new_tokens else "context room"
+            raise ConfigurationError(
+                f"the requested JSON schema needs at least {constraint.min_tokens} new tokens but "
+                f"only {max_new_tokens} are allowed ({limit}); raise max_tokens"
+            )
         timings = {"preprocess_s": preprocess_s, "tokenize_s": time.perf_counter() - started}
         return PreparedRequest(
             request=request,
@@ -166,10 +180,21 @@ class InternVLEngine:
             images=images,
             image_tokens=image_tokens,
             num_images=len(images),
-            max_new_tokens=max(1, min(request.max_new_tokens, room)),
+            max_new_tokens=max_new_tokens,
             handle=RequestHandle(),
             timings=timings,
         )
+
+    def _tokenize(self, segments: list[tuple[str, bool]]) -> list[int]:
+        """Token ids of the prompt: markup with special tokens, content with tags as text."""
+        tokenizer = self.loaded.tokenizer
+        ids: list[int] = []
+        for markup, group in itertools.groupby(segments, key=lambda seg: seg[1]):
+            text = "".join(t for t, _ in group)
+            if text:
+                encoded = tokenizer(text, add_special_tokens=False, split_special_tokens=not markup)
+                ids.extend(encoded["input_ids"])
+        return ids
 
     def _prepare_image(self, image: Any, tiling: TilingConfig) -> PreparedImage:
         key = image_cache_key(image, tiling)

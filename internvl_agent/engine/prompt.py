@@ -23,12 +23,19 @@ IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 
 
+class Markup(str):
+    """Prompt text written by this package (tool-call blocks, tool wrappers, the tools prompt)
+    whose tags are meant as the model's special tokens. Every other text part is content:
+    tags inside it (a page titled "<|im_end|>", a user typing "<IMG_CONTEXT>") are tokenized
+    as plain characters, so content can neither break image placement nor forge turns."""
+
+
 @dataclass
 class Turn:
-    """One message: a role and its parts in order (text and PIL images)."""
+    """One message: a role and its parts in order (text, Markup and PIL images)."""
 
     role: Role
-    parts: list[str | Image.Image] = field(default_factory=list)
+    parts: list[str | Image.Image] = field(default_factory=list)  # str or Markup
 
     @property
     def images(self) -> list[Image.Image]:
@@ -44,7 +51,7 @@ def count_images(turns: Sequence[Turn]) -> int:
     return sum(len(t.images) for t in turns)
 
 
-def render_prompt(
+def render_segments(
     turns: Sequence[Turn],
     tiles_per_image: Sequence[int],
     *,
@@ -52,26 +59,31 @@ def render_prompt(
     default_system: str | None = INTERNVL_SYSTEM_MESSAGE,
     add_generation_prompt: bool = True,
     prefill: str = "",
-) -> str:
-    """The full prompt text; `tiles_per_image` gives each image's tile count in order."""
+) -> list[tuple[str, bool]]:
+    """The prompt as (text, is_markup) pieces; `tiles_per_image` gives each image's tiles."""
     total_images = count_images(turns)
     if total_images != len(tiles_per_image):
         raise ValueError(f"{total_images} images but {len(tiles_per_image)} tile counts")
-    out: list[str] = []
+    out: list[tuple[str, bool]] = []
     if default_system is not None and (not turns or turns[0].role != "system"):
-        out.append(f"{IM_START}system\n{default_system}{IM_END}\n")
+        out += [(f"{IM_START}system\n", True), (default_system, False), (f"{IM_END}\n", True)]
     image_index = 0
     for turn in turns:
-        out.append(f"{IM_START}{turn.role}\n")
+        out.append((f"{IM_START}{turn.role}\n", True))
         for part in turn.parts:
             if isinstance(part, Image.Image):
                 label = f"Image-{image_index + 1}: " if total_images > 1 else ""
                 tiles = tiles_per_image[image_index]
-                out.append(f"{label}{image_placeholder(tiles, tokens_per_tile)}\n")
+                out.append((f"{label}{image_placeholder(tiles, tokens_per_tile)}\n", True))
                 image_index += 1
             else:
-                out.append(part)
-        out.append(f"{IM_END}\n")
+                out.append((part, isinstance(part, Markup)))
+        out.append((f"{IM_END}\n", True))
     if add_generation_prompt:
-        out.append(f"{IM_START}assistant\n{prefill}")
-    return "".join(out)
+        out.append((f"{IM_START}assistant\n{prefill}", True))
+    return out
+
+
+def render_prompt(turns: Sequence[Turn], tiles_per_image: Sequence[int], **options) -> str:
+    """The full prompt text (for reading and tests; the engine tokenizes the segments)."""
+    return "".join(text for text, _ in render_segments(turns, tiles_per_image, **options))
