@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from annotated_types import Interval
 from langchain_core.tools import BaseTool, StructuredTool
@@ -316,7 +317,12 @@ class Navigate(Action):
         """'example.com' -> 'https://example.com', 'localhost:3000' -> 'http://...'."""
         if any(c.isspace() for c in url):
             raise ValueError("a URL cannot contain spaces; percent-encode them as %20")
-        return normalize_url(url)
+        url = normalize_url(url)
+        try:
+            urlsplit(url).port  # noqa: B018 - parses host and port, raising on malformed ones
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL ({exc}); write e.g. 'https://example.com/x'") from None
+        return url
 
     def describe(self) -> str:
         return f"open {self.url}"

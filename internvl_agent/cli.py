@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from internvl_agent.cli_options import DeviceOption, ModelOption
 from internvl_agent.errors import InternVLAgentError
@@ -23,7 +24,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 def fail(error: Exception, code: int = 2) -> typer.Exit:
     """Print an error the way a user should see it (no traceback) and pick the exit code."""
-    console.print(f"[bold red]error:[/] {error}")
+    console.print(f"[bold red]error:[/] {escape(str(error))}")
     return typer.Exit(code)
 
 

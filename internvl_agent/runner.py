@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from internvl_agent.agent import AgentResult, GUIAgent
 from internvl_agent.errors import ConfigurationError
@@ -58,8 +59,9 @@ def parse_secret_specs(specs: Sequence[str]) -> dict[str, str]:
 
 
 def parse_viewport(text: str) -> tuple[int, int]:
+    """'1280x800' -> (1280, 800); anything else is a ConfigurationError showing the form."""
     width, sep, height = text.lower().partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
+    if not sep or not width.isdigit() or not height.isdigit() or 0 in (int(width), int(height)):
         raise ConfigurationError(f"--viewport {text!r}: write WIDTHxHEIGHT, e.g. 1280x800")
     return int(width), int(height)
 
@@ -68,10 +70,10 @@ def print_step(console: Console, step: StepRecord) -> None:
     """One line per recorded step: action, target, outcome, time."""
     action = step.action.name if step.action else (step.tool_call.name if step.tool_call else "?")
     args = step.action.args if step.action else {}
-    detail = ", ".join(f"{k}={v!r}" for k, v in args.items() if v not in (None, ""))
+    detail = escape(", ".join(f"{k}={v!r}" for k, v in args.items() if v not in (None, "")))
     point = f" @ {step.action.point_px}" if step.action and step.action.point_px else ""
     ok = step.outcome.ok if step.outcome else False
-    message = step.outcome.message if step.outcome else (step.error or "")
+    message = escape(step.outcome.message if step.outcome else (step.error or ""))
     mark = "[green]✓[/]" if ok else "[red]✗[/]"
     console.print(
         f"{mark} step {step.index:>2} [bold]{action}[/]({detail[:80]}){point} "
@@ -83,7 +85,7 @@ def _terminal_confirm(console: Console):
     def confirm(description: str) -> bool:
         if not sys.stdin.isatty():
             return False
-        console.print(f"[yellow]The agent wants to: {description}[/]")
+        console.print(f"[yellow]The agent wants to: {escape(description)}[/]")
         return input("Allow? [y/N] ").strip().lower() in ("y", "yes")
 
     return confirm
@@ -91,7 +93,7 @@ def _terminal_confirm(console: Console):
 
 def _terminal_ask(console: Console):
     def ask(question: str) -> str:
-        console.print(f"[cyan]The agent asks:[/] {question}")
+        console.print(f"[cyan]The agent asks:[/] {escape(question)}")
         return input("> ")
 
     return ask
@@ -152,14 +154,14 @@ def run_agent(options: RunOptions, console: Console | None = None) -> AgentResul
             record_dir=options.record_dir,
             on_step=lambda step: print_step(console, step),
         )
-        console.print(f"[bold]task:[/] {options.task}")
+        console.print(f"[bold]task:[/] {escape(options.task)}")
         result = agent.run(options.task, start_url=options.url)
     colour = "green" if result.status == "done" else "red"
     console.print(f"[bold {colour}]{result.status}[/] after {result.steps} step(s)")
     if result.answer:
-        console.print(f"[bold]answer:[/] {result.answer}")
+        console.print(f"[bold]answer:[/] {escape(result.answer)}")
     if result.error:
-        console.print(f"[bold red]error:[/] {result.error}")
+        console.print(f"[bold red]error:[/] {escape(result.error)}")
     if result.record_path:
         console.print(f"record: {result.record_path}  (open {result.record_path}/report.html)")
     return result

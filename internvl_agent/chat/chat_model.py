@@ -397,8 +397,8 @@ class _ChunkMaker:
 
     def finish(self, result: Any) -> list[ChatGenerationChunk]:
         out: list[ChatGenerationChunk] = []
+        message = finish_message(self.call, result)
         if self.call.forced_tool:
-            message = finish_message(self.call, result)
             chunks = [
                 tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
                 for i, c in enumerate(message.tool_calls)
@@ -409,7 +409,6 @@ class _ChunkMaker:
             out.extend(_chunk(AIMessageChunk(content="", tool_call_chunks=[c])) for c in chunks)
         elif self.parser is not None:
             out.extend(_event_chunk(e) for e in self.parser.finish())
-        message = finish_message(self.call, result, content="")
         last = AIMessageChunk(
             content="",
             usage_metadata=message.usage_metadata,

@@ -52,6 +52,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from internvl_agent.engine.images import to_rgb
 from internvl_agent.errors import ImageInputError, MessageFormatError
 
 __all__ = [
@@ -213,20 +214,9 @@ def _apply_exif_orientation(image: Image.Image) -> Image.Image:
         return image
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert to RGB; transparent pixels (RGBA, LA, PA, P/L/RGB with transparency) go on white."""
-    if image.mode == "RGB" and "transparency" not in image.info:
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def _finish(image: Image.Image, source: str) -> ImagePart:
     """Orient and convert a loaded image into an `ImagePart`."""
-    return ImagePart(image=_to_rgb(_apply_exif_orientation(image)), source=source)
+    return ImagePart(image=to_rgb(_apply_exif_orientation(image)), source=source)
 
 
 def _decode_bytes(data: bytes, source: str, options: ImageLoadOptions) -> ImagePart:

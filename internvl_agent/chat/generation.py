@@ -124,10 +124,8 @@ def prepare_call(
     )
 
 
-def finish_message(
-    call: PreparedCall, result: GenerationResult, *, content: str | None = None
-) -> AIMessage:
-    """The AIMessage for a finished generation (pass content="" for a stream's last chunk)."""
+def finish_message(call: PreparedCall, result: GenerationResult) -> AIMessage:
+    """The AIMessage for a finished generation: text, tool calls, usage and metadata."""
     text = result.text
     tool_calls: list[Any] = []
     invalid: list[Any] = []
@@ -140,9 +138,9 @@ def finish_message(
     if tool_calls and finish_reason == "stop":
         finish_reason = "tool_calls"
     return AIMessage(
-        content=text if content is None else content,
-        tool_calls=tool_calls if content is None else [],
-        invalid_tool_calls=invalid if content is None else [],
+        content=text,
+        tool_calls=tool_calls,
+        invalid_tool_calls=invalid,
         usage_metadata={
             "input_tokens": result.input_tokens,
             "output_tokens": result.output_tokens,

@@ -256,6 +256,7 @@ class InternVLEngine:
         with self._cond:
             while not self._pending:
                 if self._closing:
+                    self._worker = None  # decided under the lock: a later submit starts a new one
                     return []
                 self._cond.wait()
         with self._cond:
@@ -377,7 +378,10 @@ class InternVLEngine:
                 vision_feature_layer=model.config.vision_feature_layer,
                 vision_feature_select_strategy=model.config.vision_feature_select_strategy,
             ).pooler_output
-            for img, part in zip(missing, out.split([i.num_tiles for i in missing]), strict=True):
+            parts = out.split([i.num_tiles for i in missing])
+            for img, part in zip(missing, parts, strict=True):
+                # A view would keep the whole batch's features alive behind the cache's back.
+                part = part.clone() if len(missing) > 1 else part
                 found[img.key] = part
                 self.vision_cache.put(img.key, part)
         return torch.cat([found[img.key] for img in images])

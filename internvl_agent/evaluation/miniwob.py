@@ -52,10 +52,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from rich.markup import escape
 
 from internvl_agent.cli_options import DeviceOption, ModelOption
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.evaluation.report import ratio, write_json
+from internvl_agent.runner import parse_viewport
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -718,21 +720,14 @@ def parse_time_limit(text: str) -> TimeLimit:
     return seconds
 
 
-def _parse_viewport(text: str) -> tuple[int, int]:
-    width, sep, height = text.lower().partition("x")
-    if not sep or not width.isdigit() or not height.isdigit() or "0" in (width, height):
-        raise ConfigurationError(f"--viewport {text!r}: write WIDTHxHEIGHT, e.g. 160x210")
-    return int(width), int(height)
-
-
 def _episode_line(result: EpisodeResult) -> str:
     if result.error is not None:
-        return f"[red]![/] {result.task} #{result.episode}: harness error: {result.error}"
+        return f"[red]![/] {result.task} #{result.episode}: harness error: {escape(result.error)}"
     mark = "[green]✓[/]" if result.success else "[red]✗[/]"
     return (
         f"{mark} {result.task} #{result.episode} (seed {result.seed}) reward "
         f"{result.raw_reward:+.2f} in {result.steps} step(s), agent {result.agent_status}"
-        f" [dim]{result.instruction}[/]"
+        f" [dim]{escape(result.instruction or '')}[/]"
     )
 
 
@@ -784,7 +779,7 @@ def eval_miniwob_command(
     err = Console(stderr=True, soft_wrap=True)
     try:
         limit = parse_time_limit(time_limit)
-        size = _parse_viewport(viewport)
+        size = parse_viewport(viewport)
         model_kwargs: dict[str, Any] = {"model": model} if model else {}
 
         def factory(_computer: BrowserComputer) -> BaseChatModel:
