@@ -321,7 +321,8 @@ class Navigate(Action):
         try:
             urlsplit(url).port  # noqa: B018 - parses host and port, raising on malformed ones
         except ValueError as exc:
-            raise ValueError(f"not a valid URL ({exc}); write e.g. 'https://example.com/x'") from None
+            example = "'https://example.com/x'"
+            raise ValueError(f"not a valid URL ({exc}); write e.g. {example}") from None
         return url
 
     def describe(self) -> str:
