@@ -50,7 +50,7 @@ class _Screen(Computer):
         return keys.lower() == "alt+f4"
 
     def type_text(self, text):
-        return ActionOutcome(True)
+        return ActionOutcome(True, f"typed {text}")
 
     def scroll(self, direction, amount=3, x=None, y=None):
         return ActionOutcome(True)
@@ -75,3 +75,23 @@ def test_a_person_taking_over_stops_the_run(tmp_path: Path) -> None:
     result = GUIAgent(model, screen, record_dir=tmp_path).run("click")
     assert result.status == "stopped" and "fail-safe" in (result.error or "")
     assert screen.clicked == 1 and result.record_path is not None
+
+
+def test_on_step_gets_records_with_secrets_redacted(tmp_path: Path) -> None:
+    seen: list[str] = []
+    screen = _Screen()
+    model = _calls(
+        ("type_text", {"text": "<secret>pw</secret>", "x": 500, "y": 500}),
+        ("done", {"answer": "the page showed hunter2-xyz"}),  # a model echoing a secret
+    )
+    agent = GUIAgent(
+        model,
+        screen,
+        record_dir=tmp_path,
+        sensitive_data={"pw": "hunter2-xyz"},
+        allowed_domains=["*"],
+        confirm=lambda _d: True,
+        on_step=lambda record: seen.append(record.model_dump_json()),
+    )
+    assert agent.run("log in").status == "done"
+    assert seen and not any("hunter2-xyz" in text for text in seen)

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from internvl_agent.computers.keys import KeySet
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.records import Redactor, make_redactor
 
@@ -190,40 +191,18 @@ DEFAULT_RISKY_KEYS: tuple[str, ...] = (
 )
 """Key combinations that need the user's confirmation (matched as sets, any order)."""
 
-_KEY_ALIASES = {
-    "control": "ctrl",
-    "ctl": "ctrl",
-    "cmd": "meta",
-    "command": "meta",
-    "super": "meta",
-    "win": "meta",
-    "windows": "meta",
-    "option": "alt",
-    "opt": "alt",
-    "del": "delete",
-    "esc": "escape",
-    "return": "enter",
-}
-
-
-def normalize_combo(keys: str) -> frozenset[str]:
-    """'Control+Alt+Del' -> {'ctrl', 'alt', 'delete'}; case and order do not matter."""
-    parts = [p.strip().lower() for p in keys.split("+")]
-    if keys.strip().endswith("++"):
-        parts = [*parts[:-2], "+"]
-    return frozenset(_KEY_ALIASES.get(p, p) for p in parts if p)
-
 
 class RiskyKeys:
-    """A configurable set of key combinations that need confirmation."""
+    """A configurable set of key combinations that need confirmation (computers/keys.py
+    parses them: aliases such as cmd/super/win/os and any order or case match)."""
 
     def __init__(self, combos: Iterable[str] = DEFAULT_RISKY_KEYS) -> None:
         self.combos = tuple(combos)
-        self._sets = {normalize_combo(c) for c in self.combos}
+        self._keys = KeySet(self.combos)
 
     def matches(self, keys: str) -> bool:
         """Whether pressing `keys` is risky."""
-        return normalize_combo(keys) in self._sets
+        return self._keys.matches_text(keys)
 
 
 # --------------------------------------------------------------------------- secrets

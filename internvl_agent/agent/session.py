@@ -50,6 +50,7 @@ from internvl_agent.records import (
     RunRecorder,
     StepRecord,
     ToolCallRecord,
+    redact_value,
     summarize_messages,
 )
 
@@ -417,6 +418,8 @@ class RunSession:
         if callback is None:
             return
         try:
-            callback(record)
+            # The recorder redacts what it writes; the callback gets a redacted copy too.
+            clean = redact_value(record.model_dump(), self.agent.secrets.redact)
+            callback(StepRecord.model_validate(clean))
         except Exception:
             logger.exception("the on_step callback raised")

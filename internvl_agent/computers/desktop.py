@@ -423,7 +423,8 @@ class DesktopComputer(Computer):
         except pg.FailSafeException:
             return ActionOutcome(False, FAILSAFE_MESSAGE, abort=True)
         except Exception as exc:
-            logger.warning("desktop %s failed: %s: %s", what, type(exc).__name__, exc)
+            # The type only: an exception's text can carry what was being typed.
+            logger.warning("desktop %s failed: %s", what, type(exc).__name__)
             return ActionOutcome(False, f"{what} failed: {type(exc).__name__}: {exc}")
         if self.settle:
             time.sleep(self.settle)
@@ -495,8 +496,10 @@ class DesktopComputer(Computer):
 
     def _type_xdotool(self, text: str) -> None:
         timeout = 10 + len(text) * XDOTOOL_DELAY_MS / 1000 * 4
+        # The text goes through stdin, never argv: other users can read a process's argv.
         done = subprocess.run(
-            ["xdotool", "type", "--delay", str(XDOTOOL_DELAY_MS), "--", text],
+            ["xdotool", "type", "--delay", str(XDOTOOL_DELAY_MS), "--file", "-"],
+            input=text,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -18,6 +18,7 @@ __all__ = [
     "ACCEPTED_KEYS_HELP",
     "KeyCombo",
     "KeySet",
+    "loose_names",
     "parse_combo",
     "to_playwright_keys",
     "to_pyautogui",
@@ -135,6 +136,18 @@ def parse_combo(keys: str) -> KeyCombo:
     return KeyCombo(modifiers, key)
 
 
+def loose_names(keys: str) -> frozenset[str]:
+    """Each part's canonical name, order- and case-free ("a+CTRL" -> {"ctrl", "a"}), without
+    parse_combo's placement rules; unknown names are kept lower-cased."""
+    text = keys.strip() if isinstance(keys, str) else ""
+    names = set()
+    for part in (p.strip() for p in _split(text)) if text else ():
+        folded = part.lower().replace("_", "").replace("-", "").replace(" ", "")
+        if folded:
+            names.add(MODIFIERS.get(folded) or NAMED_KEYS.get(folded) or part.lower())
+    return frozenset(names)
+
+
 class KeySet:
     """A set of combos matched order- and case-free ("Super+L" matches "meta+l")."""
 
@@ -145,6 +158,10 @@ class KeySet:
     def matches(self, combo: KeyCombo) -> bool:
         """Whether `combo` is one of the set."""
         return _match_key(combo) in self._sets
+
+    def matches_text(self, keys: str) -> bool:
+        """Whether the combo written as `keys` is one of the set, however it is written."""
+        return loose_names(keys) in self._sets
 
     def __bool__(self) -> bool:
         return bool(self._sets)
