@@ -3,10 +3,12 @@ engine's result back into an AIMessage (text, tool calls, usage)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from langchain_core.messages import AIMessage, BaseMessage
+from pydantic import TypeAdapter, ValidationError
 
 from internvl_agent.chat.messages import messages_to_turns
 from internvl_agent.chat.tools import parse_tool_calls, render_tools_system_prompt
@@ -62,7 +64,10 @@ def prepare_call(
             f"ChatInternVL got unknown call options {sorted(unknown)}; "
             f"supported: {sorted(_CALL_OPTIONS)}."
         )
-    get = lambda name: options.get(name, getattr(llm, name))  # noqa: E731
+
+    def get(name: str) -> Any:
+        return _checked(type(llm), name, options[name]) if name in options else getattr(llm, name)
+
     model = options.get("model") or llm.model
     engine = get_engine(
         LoadSpec(
@@ -155,6 +160,23 @@ def finish_message(call: PreparedCall, result: GenerationResult) -> AIMessage:
             "timings": result.timings,
         },
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _field_adapter(cls: type, name: str) -> TypeAdapter:
+    field = cls.model_fields[name]
+    if not field.metadata:
+        return TypeAdapter(field.annotation)
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)])
+
+
+def _checked(cls: type, name: str, value: Any) -> Any:
+    """A per-call option checked by the same rules as the model's field of that name."""
+    try:
+        return _field_adapter(cls, name).validate_python(value)
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"]
+        raise ConfigurationError(f"invalid call option {name}={value!r}: {problem}") from None
 
 
 def _response_schema(response_format: Any) -> dict[str, Any]:
