@@ -95,3 +95,34 @@ def test_on_step_gets_records_with_secrets_redacted(tmp_path: Path) -> None:
     )
     assert agent.run("log in").status == "done"
     assert seen and not any("hunter2-xyz" in text for text in seen)
+
+
+class _Browserish(_Screen):
+    """A computer whose start page redirects to another site."""
+
+    kind = "browser"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url = "about:blank"
+
+    def navigate(self, url: str) -> ActionOutcome:
+        self.url = "http://evil.example/landing"  # the redirect
+        return ActionOutcome(True, "navigated", self.url)
+
+    def go_back(self) -> ActionOutcome:
+        self.url = "about:blank"
+        return ActionOutcome(True, "went back", self.url)
+
+    def current_url(self) -> str:
+        return self.url
+
+
+def test_a_start_page_redirecting_off_the_allow_list_is_undone(tmp_path: Path) -> None:
+    browser = _Browserish()
+    model = _calls(("done", {"answer": "ok"}))
+    agent = GUIAgent(model, browser, record_dir=tmp_path, allowed_domains=["127.0.0.1"])
+    result = agent.run("look", start_url="http://127.0.0.1:9/")
+    assert browser.url == "about:blank"
+    start = result.history[0]
+    assert start.kind == "start" and start.ok is False and "evil.example" in start.message

@@ -115,9 +115,8 @@ class RunSession:
         )
         logger.info("run %s started: %s", self.recorder.run_id, self.redact(self.task))
         try:
-            if self.start_url:
-                yield from self._open_start(self.start_url)
-            ending: Ending = yield from self._steps()
+            opened = (yield from self._open_start(self.start_url)) if self.start_url else None
+            ending: Ending = opened or (yield from self._steps())
         except Exception as exc:  # a bug in the loop itself: keep the record
             logger.exception("the agent loop failed")
             ending = ("error", None, f"internal error: {type(exc).__name__}: {exc}")
@@ -158,7 +157,8 @@ class RunSession:
         return ("max_steps", None, f"reached max_steps={agent.max_steps} before the task was done")
 
     def _open_start(self, url: str) -> Steps:
-        """Open start_url before the first step; the outcome goes into the history."""
+        """Open start_url before the first step; the outcome goes into the history. A start
+        page that redirects off the allowed domains is brought back (or ends the run)."""
         computer = self.agent.computer
 
         def go() -> ActionOutcome:
@@ -168,7 +168,12 @@ class RunSession:
                 return ActionOutcome(False, f"navigate raised {type(exc).__name__}: {exc}")
 
         outcome = yield Blocking(go)
-        self.guard.observe(outcome.url or url)
+        try:
+            outcome = yield from self.guard.keep_allowed(outcome)
+        except LeftAllowedDomains as exc:
+            error = self.redact(str(exc))
+            self.history.add(HistoryEntry(step=0, kind="start", ok=False, message=error))
+            return ("failed", None, error)
         self.history.add(
             HistoryEntry(
                 step=0,
@@ -180,6 +185,7 @@ class RunSession:
             )
         )
         logger.info("start: open %s -> %s", self.redact(url), "OK" if outcome.ok else "FAILED")
+        return None
 
     # ------------------------------------------------------------------ one step
 
