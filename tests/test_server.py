@@ -472,6 +472,16 @@ def test_api_key_and_body_limit(llm: ChatInternVL) -> None:
         response = http.post("/v1/chat/completions", json=big, headers=right)
         assert assert_error(response, 413)["code"] == "request_too_large"
 
+        def chunks():  # a chunked body has no Content-Length to check up front
+            payload = json.dumps(big).encode()
+            for i in range(0, len(payload), 500):
+                yield payload[i : i + 500]
+
+        headers = {**right, "Content-Type": "application/json"}
+        response = http.post("/v1/chat/completions", content=chunks(), headers=headers)
+        assert "content-length" not in response.request.headers
+        assert assert_error(response, 413)["code"] == "request_too_large"
+
 
 def test_remote_images_can_be_refused(llm: ChatInternVL) -> None:
     app = create_app(llm, served_model_name=MODEL_NAME, allow_remote_images=False)

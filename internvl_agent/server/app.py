@@ -685,7 +685,7 @@ async def _invoke_unless_disconnected(
 
 class _Guard:
     """Pure ASGI middleware, before any parsing: the API key (on /v1 routes) and the body size
-    (by Content-Length; 413 above the limit)."""
+    (413 above the limit: by Content-Length, and by counting for chunked bodies)."""
 
     def __init__(self, app: Any, server: _Server, max_bytes: int) -> None:
         self.app = app
@@ -693,12 +693,32 @@ class _Guard:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            error = self._check(scope)
-            if error is not None:
-                await error.response()(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error = self._check(scope)
+        if error is not None:
+            await error.response()(scope, receive, send)
+            return
+        # Read the body here (FastAPI would buffer it anyway) so that a chunked body, which has
+        # no Content-Length, is refused as soon as it outgrows the limit.
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message.get("type") != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._too_large().response()(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+            if not message.get("more_body"):
+                break
+
+        async def replay() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
     def _check(self, scope: Any) -> APIError | None:
         headers = {k.lower(): v for k, v in scope.get("headers", ())}
@@ -715,12 +735,15 @@ class _Guard:
                 )
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
-            return APIError(
-                413,
-                f"The request body is larger than {self.max_bytes} bytes; send smaller images.",
-                code="request_too_large",
-            )
+            return self._too_large()
         return None
+
+    def _too_large(self) -> APIError:
+        return APIError(
+            413,
+            f"The request body is larger than {self.max_bytes} bytes; send smaller images.",
+            code="request_too_large",
+        )
 
 
 def create_app(
