@@ -402,15 +402,18 @@ class RunRecorder:
         image: Image.Image,
         point: tuple[int, int] | None = None,
         box: tuple[Num, Num, Num, Num] | None = None,
+        *,
+        png: bytes | None = None,
     ) -> tuple[str, str]:
         """Write ``step-NNN.png`` and a marked copy; return both file names.
 
-        ``point`` and ``box`` are screenshot pixels (convert a 0..1000 box first).
+        ``point`` and ``box`` are screenshot pixels (convert a 0..1000 box first). ``png``:
+        the image already encoded as PNG (e.g. what was sent to the model), written as is.
         """
         if index < 0:
             raise ValueError(f"step index must be >= 0, got {index}")
         raw_name = f"step-{index:03d}.png"
-        atomic_write(self._path / raw_name, _encode(image, "PNG"))
+        atomic_write(self._path / raw_name, png if png is not None else _encode(image, "PNG"))
         data, ext = _encode_marked(mark_screenshot(image, point, box))
         marked_name = f"step-{index:03d}-marked.{ext}"
         atomic_write(self._path / marked_name, data)

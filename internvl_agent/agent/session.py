@@ -16,6 +16,7 @@ Rules (the numbers are GUIAgent settings):
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Generator
@@ -62,6 +63,12 @@ logger = logging.getLogger("internvl_agent.agent")
 Point = tuple[int, int]
 Ending = tuple[AgentStatus, str | None, str | None]  # status, answer, error
 Steps = Generator[Any, Any, Any]
+
+
+def _png_of(data_url: str) -> bytes | None:
+    """The PNG bytes inside a `data:image/png;base64,...` URL (None for anything else)."""
+    prefix = "data:image/png;base64,"
+    return base64.b64decode(data_url[len(prefix) :]) if data_url.startswith(prefix) else None
 
 
 class _EndRun(Exception):
@@ -412,7 +419,7 @@ class RunSession:
         try:
             if state.image is not None:
                 raw, marked = self.recorder.save_screenshot(
-                    record.index, state.image, state.point, state.box
+                    record.index, state.image, state.point, state.box, png=_png_of(state.data_url)
                 )
                 record.screenshot, record.marked_screenshot = raw, marked
             self.recorder.record_step(record)
