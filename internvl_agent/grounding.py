@@ -248,15 +248,20 @@ def image_to_data_url(image: Image.Image) -> str:
 
 
 def grounding_message(
-    image: Image.Image, description: str, prompt: str = GROUNDING_PROMPT
+    image: Image.Image | str, description: str, prompt: str = GROUNDING_PROMPT
 ) -> HumanMessage:
-    """The user message asking for a box: the image block first, then the prompt."""
+    """The user message asking for a box: the image block first, then the prompt.
+
+    `image` is a PIL image or an already encoded data URL; `{description}` in `prompt` is
+    replaced (other braces in a custom prompt are left alone).
+    """
     if not description or not description.strip():
         raise ConfigurationError("grounding needs a non-empty description of the target")
+    url = image if isinstance(image, str) else image_to_data_url(image)
     return HumanMessage(
         content=[
-            {"type": "image_url", "image_url": {"url": image_to_data_url(image)}},
-            {"type": "text", "text": prompt.format(description=description.strip())},
+            {"type": "image_url", "image_url": {"url": url}},
+            {"type": "text", "text": prompt.replace("{description}", description.strip())},
         ]
     )
 

@@ -11,12 +11,10 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import HumanMessage
-
 from internvl_agent.actions import Action, Drag, TargetedAction
 from internvl_agent.agent.effects import ModelCall
 from internvl_agent.computers.base import ActionOutcome, Screenshot
-from internvl_agent.grounding import NORM_MAX, norm_to_pixels, result_from_text
+from internvl_agent.grounding import NORM_MAX, grounding_message, norm_to_pixels, result_from_text
 from internvl_agent.records import GroundingRecord, PhaseTimer
 
 if TYPE_CHECKING:
@@ -95,13 +93,7 @@ def resolve_targets(
         else:
             assert element is not None
             with timer.phase("grounding"):
-                prompt = agent.grounding_prompt.replace("{description}", element)
-                message = HumanMessage(
-                    content=[
-                        {"type": "image_url", "image_url": {"url": data_url}},
-                        {"type": "text", "text": prompt},
-                    ]
-                )
+                message = grounding_message(data_url, element, agent.grounding_prompt)
             with timer.phase("grounding_model"):
                 try:
                     response = yield ModelCall(agent.grounder, [message], agent.grounding_kwargs)
