@@ -561,3 +561,36 @@ def test_remote_disabled(server_url: str) -> None:
     )
     assert "allow_remote=False" in message
     assert "disabled" in message
+
+
+def test_recent_data_urls_are_decoded_once_and_hashed_once(monkeypatch) -> None:
+    import base64 as b64
+    import io as _io
+
+    from internvl_agent.engine import images
+
+    buffer = _io.BytesIO()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(buffer, format="PNG")
+    url = "data:image/png;base64," + b64.b64encode(buffer.getvalue()).decode()
+    first = content_to_parts([{"type": "image_url", "image_url": {"url": url}}], where="m")[0]
+    again = content_to_parts([{"type": "image", "url": url}], where="m")[0]
+    assert again.image is first.image
+
+    calls = []
+    real = images._pixel_key
+    monkeypatch.setattr(images, "_pixel_key", lambda im, cfg: calls.append(1) or real(im, cfg))
+    key = images.image_cache_key(first.image)
+    assert images.image_cache_key(again.image) == key and len(calls) == 1
+
+
+def test_caller_images_are_hashed_every_time(monkeypatch) -> None:
+    from internvl_agent.engine import images
+
+    picture = Image.new("RGB", (20, 20), "red")
+    part = content_to_parts([{"type": "image", "image": picture}], where="m")[0]
+    calls = []
+    real = images._pixel_key
+    monkeypatch.setattr(images, "_pixel_key", lambda im, cfg: calls.append(1) or real(im, cfg))
+    before = images.image_cache_key(part.image)
+    part.image.paste((0, 0, 255), (0, 0, 10, 10))  # a caller may change its own image
+    assert images.image_cache_key(part.image) != before and len(calls) == 2

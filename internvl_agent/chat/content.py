@@ -42,17 +42,19 @@ import io
 import mimetypes
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from internvl_agent.engine.images import to_rgb
+from internvl_agent.engine.images import IMMUTABLE_INFO_KEY, to_rgb
 from internvl_agent.errors import ImageInputError, MessageFormatError
 
 __all__ = [
@@ -281,8 +283,45 @@ def _parse_data_url(url: str) -> tuple[str, bool, str]:
     return params[0], is_base64, payload
 
 
+class _RecentDecodes:
+    """The last few images decoded from data URLs: an agent resends its last K screenshots at
+    every step, and each would otherwise be decoded again (and re-hashed for the vision cache:
+    the images are marked immutable so their cache keys are remembered)."""
+
+    def __init__(self, max_entries: int = 8) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[tuple[str, ImageLoadOptions], ImagePart] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, url: str, options: ImageLoadOptions) -> ImagePart | None:
+        with self._lock:
+            part = self._items.get((url, options))
+            if part is not None:
+                self._items.move_to_end((url, options))
+            return part
+
+    def put(self, url: str, options: ImageLoadOptions, part: ImagePart) -> None:
+        part.image.info[IMMUTABLE_INFO_KEY] = {}
+        with self._lock:
+            self._items[(url, options)] = part
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+
+_RECENT = _RecentDecodes()
+
+
 def _load_data_url(url: str, options: ImageLoadOptions) -> ImagePart:
-    """Load an image from a data: URL (base64 or percent-encoded)."""
+    """Load an image from a data: URL (base64 or percent-encoded); recent ones are reused."""
+    cached = _RECENT.get(url, options)
+    if cached is not None:
+        return cached
+    part = _decode_data_url(url, options)
+    _RECENT.put(url, options, part)
+    return part
+
+
+def _decode_data_url(url: str, options: ImageLoadOptions) -> ImagePart:
     mime_type, is_base64, payload = _parse_data_url(url)
     label = f"data URL {mime_type or 'image'}"
     _check_mime(mime_type, label)

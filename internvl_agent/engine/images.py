@@ -301,6 +301,11 @@ def preprocess_image(
     return PreprocessedImage(pixel_values=pixel_values, grid=grid, original_size=rgb.size)
 
 
+IMMUTABLE_INFO_KEY = "internvl_agent.immutable"
+"""Set in ``image.info`` by loaders whose images nobody modifies afterwards (images decoded
+from messages); their cache keys are computed once and remembered on the image."""
+
+
 def image_cache_key(image: Image.Image, config: TilingConfig = DEFAULT_TILING) -> str:
     """Stable hex key of an image's pixels, mode, size, palette and the tiling config.
 
@@ -309,6 +314,15 @@ def image_cache_key(image: Image.Image, config: TilingConfig = DEFAULT_TILING) -
     """
     if not isinstance(image, Image.Image):
         raise ImageInputError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    memo = image.info.get(IMMUTABLE_INFO_KEY)
+    if isinstance(memo, dict):
+        if config not in memo:
+            memo[config] = _pixel_key(image, config)
+        return memo[config]
+    return _pixel_key(image, config)
+
+
+def _pixel_key(image: Image.Image, config: TilingConfig) -> str:
     palette = image.palette.tobytes() if image.palette is not None else b""
     header = "\0".join(
         (
