@@ -17,26 +17,13 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tests.browser_support import browser_skip_reason
 from tests.scripted_model import ScriptedModel, Step, click, done, type_into
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 Policy = Callable[["Page", str], Step]
-
-
-def browser_skip_reason() -> str | None:
-    """None when Playwright and a Chromium are here, else why the browser tests skip."""
-    from internvl_agent.computers.chromium import find_browser
-    from internvl_agent.errors import ConfigurationError
-
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed (pip install 'internvl-agent[browser]')"
-    try:
-        find_browser()
-    except ConfigurationError as exc:
-        return str(exc)
-    return None
 
 
 def miniwob_skip_reason() -> str | None:

@@ -7,7 +7,6 @@ builder, safety rules, reply reader and prompt loader are tested everywhere.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import json
 import logging
@@ -17,11 +16,11 @@ import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from browser_support import WEBAPP, load_webapp_serve, needs_browser, skip_without_browser
 from langchain_core.messages import AIMessage
 from PIL import Image
 
@@ -31,7 +30,6 @@ from internvl_agent.agent.history import History, ScreenFrame, build_messages
 from internvl_agent.agent.output import read_reply
 from internvl_agent.agent.result import HistoryEntry
 from internvl_agent.agent.safety import UnknownSecretError
-from internvl_agent.computers import chromium
 from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
 from internvl_agent.computers.browser import BrowserComputer
 from internvl_agent.errors import ConfigurationError
@@ -52,43 +50,16 @@ from tests.scripted_model import (
     type_into,
 )
 
-WEBAPP = Path(__file__).resolve().parents[1] / "examples" / "webapp"
 VIEWPORT = (1000, 720)
 SECRET = "hunter2-s3cr3t"  # '-' is not base64: it cannot appear inside image data by chance
 PREFIX = "a long query that puts the secret across the cut: "  # 50 chars
 LEAK = SECRET[:7]  # what a message cut at 57 characters would show
 
 
-def _browser_or_reason() -> str | None:
-    """None when a browser can be launched here, else why not (BrowserComputer's finder)."""
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed (pip install 'internvl-agent[browser]')"
-    try:
-        chromium.find_browser()
-    except ConfigurationError as exc:
-        return str(exc)
-    return None
-
-
-SKIP_REASON = _browser_or_reason()
-needs_browser = pytest.mark.skipif(SKIP_REASON is not None, reason=f"no browser: {SKIP_REASON}")
-
-
-def _load_serve() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("webapp_serve", WEBAPP / "serve.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
     """Base URL of the example web app on 127.0.0.1."""
-    url, server = _load_serve().serve(WEBAPP)
+    url, server = load_webapp_serve().serve(WEBAPP)
     yield url
     server.shutdown()
     server.server_close()
@@ -110,7 +81,7 @@ def link_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("links")
     (folder / "links.html").write_text(LINKS_PAGE, encoding="utf-8")
     (folder / "target.html").write_text("<title>Target</title><h1>Elsewhere</h1>")
-    url, server = _load_serve().serve(folder)
+    url, server = load_webapp_serve().serve(folder)
     yield url + "links.html"
     server.shutdown()
     server.server_close()
@@ -119,8 +90,7 @@ def link_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module", params=(1.0, 1.5, 2.0), ids=lambda s: f"dsf{s:g}")
 def scaled(request: pytest.FixtureRequest) -> Iterator[BrowserComputer]:
     """One headless Chromium per device scale factor."""
-    if SKIP_REASON:
-        pytest.skip(f"no browser: {SKIP_REASON}")
+    skip_without_browser()
     with BrowserComputer(viewport=VIEWPORT, device_scale_factor=request.param) as computer:
         yield computer
 
@@ -128,8 +98,7 @@ def scaled(request: pytest.FixtureRequest) -> Iterator[BrowserComputer]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[BrowserComputer]:
     """A headless Chromium (dsf 1) for the failure cases."""
-    if SKIP_REASON:
-        pytest.skip(f"no browser: {SKIP_REASON}")
+    skip_without_browser()
     with BrowserComputer(viewport=VIEWPORT) as computer:
         yield computer
 

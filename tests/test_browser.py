@@ -7,15 +7,14 @@ pure helpers (pixel map, keys, URLs, browser lookup) are tested everywhere.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import math
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from browser_support import WEBAPP, load_webapp_serve, needs_browser, skip_without_browser
 
 from internvl_agent.computers import chromium
 from internvl_agent.computers.browser import (
@@ -27,33 +26,9 @@ from internvl_agent.computers.keys import to_playwright_keys
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.urls import normalize_url
 
-WEBAPP = Path(__file__).resolve().parents[1] / "examples" / "webapp"
 SCALES = (1.0, 1.25, 1.5, 2.0, 3.0)
 VIEWPORTS = ((1280, 800), (1037, 679))
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
-
-
-def _load_serve() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("webapp_serve", WEBAPP / "serve.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _browser_or_reason() -> str | None:
-    """None when a browser can be launched here, else why not."""
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed (pip install 'internvl-agent[browser]')"
-    try:
-        chromium.find_browser()
-    except ConfigurationError as exc:
-        return str(exc)
-    return None
-
-
-SKIP_REASON = _browser_or_reason()
-needs_browser = pytest.mark.skipif(SKIP_REASON is not None, reason=f"no browser: {SKIP_REASON}")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -62,7 +37,7 @@ needs_browser = pytest.mark.skipif(SKIP_REASON is not None, reason=f"no browser:
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
     """Base URL of the example web app."""
-    url, server = _load_serve().serve(WEBAPP)
+    url, server = load_webapp_serve().serve(WEBAPP)
     yield url
     server.shutdown()
     server.server_close()
@@ -71,8 +46,7 @@ def site() -> Iterator[str]:
 @pytest.fixture(scope="module", params=SCALES, ids=lambda s: f"dsf{s:g}")
 def scaled(request: pytest.FixtureRequest) -> Iterator[BrowserComputer]:
     """One browser per device scale factor."""
-    if SKIP_REASON:
-        pytest.skip(f"no browser: {SKIP_REASON}")
+    skip_without_browser()
     with BrowserComputer(viewport=VIEWPORTS[0], device_scale_factor=request.param) as computer:
         yield computer
 
@@ -80,8 +54,7 @@ def scaled(request: pytest.FixtureRequest) -> Iterator[BrowserComputer]:
 @pytest.fixture(scope="module")
 def shared() -> Iterator[BrowserComputer]:
     """A HiDPI browser (dsf 1.5) for the action tests."""
-    if SKIP_REASON:
-        pytest.skip(f"no browser: {SKIP_REASON}")
+    skip_without_browser()
     with BrowserComputer(viewport=(1000, 700), device_scale_factor=1.5) as computer:
         yield computer
 

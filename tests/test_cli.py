@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from browser_support import skip_without_browser
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -16,16 +17,6 @@ from internvl_agent.runner import EXIT_CODES
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-def _browser_or_skip() -> None:
-    from internvl_agent.computers.chromium import find_browser
-    from internvl_agent.errors import ConfigurationError
-
-    try:
-        find_browser()
-    except ConfigurationError as exc:
-        pytest.skip(f"no browser: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +87,7 @@ def test_run_command_rejects_bad_options(extra: list[str], message: str) -> None
 def test_run_command_end_to_end_with_the_tiny_checkpoint(
     tiny_checkpoint: Path, tmp_path: Path, webapp_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _browser_or_skip()
+    skip_without_browser()
     monkeypatch.setenv("DEMO_PASSWORD", "wonderland")
     args = [
         "run",
@@ -133,7 +124,7 @@ def test_run_command_end_to_end_with_the_tiny_checkpoint(
 
 
 def test_demo_main_job_runs_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _browser_or_skip()
+    skip_without_browser()
     from internvl_agent import demo
 
     monkeypatch.delenv("INTERNVL_AGENT_MODEL", raising=False)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+from browser_support import browser_skip_reason
 from PIL import Image
 from pydantic import BaseModel, Field
 
@@ -598,21 +599,8 @@ def test_ground_through_chatopenai(openai_llm: Any) -> None:
 # --------------------------------------------------------------------------- GUIAgent
 
 
-def _browser_skip_reason() -> str | None:
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed"
-    from internvl_agent.computers import chromium
-    from internvl_agent.errors import ConfigurationError
-
-    try:
-        chromium.find_browser()
-    except ConfigurationError as exc:
-        return str(exc)
-    return None
-
-
 def test_gui_agent_through_chatopenai(openai_llm: Any, tmp_path: Path) -> None:
-    reason = _browser_skip_reason()
+    reason = browser_skip_reason()
     if reason:
         pytest.skip(f"no browser: {reason}")
     from internvl_agent.agent.loop import GUIAgent
