@@ -62,22 +62,8 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-class TestChatInternVLUnit(ChatModelUnitTests):
-    @property
-    def chat_model_class(self) -> type[ChatInternVL]:
-        return ChatInternVL
-
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        return {"model": "OpenGVLab/InternVL3-1B-hf", "max_tiles": 6}
-
-    @property
-    def init_from_env_params(self) -> tuple[dict, dict, dict]:
-        return (
-            {"INTERNVL_AGENT_MODEL": "OpenGVLab/InternVL3-8B-hf"},
-            {"max_tiles": 4},
-            {"model": "OpenGVLab/InternVL3-8B-hf", "max_tiles": 4},
-        )
+class _Features:
+    """What ChatInternVL supports, declared once for both suites."""
 
     @property
     def has_tool_choice(self) -> bool:
@@ -95,6 +81,24 @@ class TestChatInternVLUnit(ChatModelUnitTests):
     def supports_json_mode(self) -> bool:
         return True
 
+
+class TestChatInternVLUnit(_Features, ChatModelUnitTests):
+    @property
+    def chat_model_class(self) -> type[ChatInternVL]:
+        return ChatInternVL
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": "OpenGVLab/InternVL3-1B-hf", "max_tiles": 6}
+
+    @property
+    def init_from_env_params(self) -> tuple[dict, dict, dict]:
+        return (
+            {"INTERNVL_AGENT_MODEL": "OpenGVLab/InternVL3-8B-hf"},
+            {"max_tiles": 4},
+            {"model": "OpenGVLab/InternVL3-8B-hf", "max_tiles": 4},
+        )
+
     @property
     def model_override_value(self) -> str:
         return "OpenGVLab/InternVL3-2B-hf"
@@ -107,7 +111,7 @@ def second_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_random_checkpoint(tmp_path_factory.mktemp("tiny-internvl-2"), seed=1)
 
 
-class TestChatInternVLIntegration(ChatModelIntegrationTests):
+class TestChatInternVLIntegration(_Features, ChatModelIntegrationTests):
     @pytest.fixture(autouse=True)
     def _checkpoints(
         self, request: pytest.FixtureRequest, tiny_checkpoint: Path, second_tiny_checkpoint: Path
@@ -138,23 +142,7 @@ class TestChatInternVLIntegration(ChatModelIntegrationTests):
         return {"temperature": 0, "max_tokens": 48, "timeout": None, "stop": [], "max_retries": 2}
 
     @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
     def supports_image_urls(self) -> bool:
-        return True
-
-    @property
-    def supports_image_tool_message(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
         return True
 
     @property
