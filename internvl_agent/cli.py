@@ -211,6 +211,7 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     device: DeviceOption = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, bfloat16, float16 or float32.")] = "auto",
     served_model_name: Annotated[
         list[str] | None, typer.Option(help="Name clients send as 'model' (repeatable).")
     ] = None,
@@ -224,11 +225,12 @@ def serve(
         bool, typer.Option(help="Fetch http(s) image URLs named in requests.")
     ] = True,
     preload: Annotated[bool, typer.Option(help="Load weights before accepting requests.")] = True,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve the model over the OpenAI chat-completions API (images, tools, streaming)."""
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
     from internvl_agent.server import serve as run_server
 
     try:
@@ -237,12 +239,14 @@ def serve(
             host=host,
             port=port,
             device=device,
+            dtype=dtype,
             served_model_name=served_model_name,
             api_key=api_key,
             max_tiles=max_tiles,
             max_tokens=max_tokens,
             allow_remote_images=remote_images,
             preload=preload,
+            log_level=log_level.lower(),
         )
     except InternVLAgentError as exc:
         raise fail(exc) from None

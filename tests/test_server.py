@@ -24,7 +24,6 @@ from pydantic import BaseModel, Field
 
 from internvl_agent.chat.chat_model import ChatInternVL
 from internvl_agent.server import BackgroundServer, create_app, is_loopback
-from internvl_agent.server.__main__ import build_parser
 
 MODEL_NAME = "tiny-internvl"
 ROOT = Path(__file__).resolve().parents[1]
@@ -496,8 +495,20 @@ def test_remote_images_can_be_refused(llm: ChatInternVL) -> None:
 def test_loopback_helpers() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
-    args = build_parser().parse_args([])
-    assert args.host == "127.0.0.1" and args.port == 8000
+
+
+def test_serve_command_defaults_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from internvl_agent import server
+    from internvl_agent.cli import app
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(server, "serve", lambda model, **kw: seen.update(kw, model=model))
+    result = CliRunner().invoke(app, ["serve", "--dtype", "bfloat16", "--no-remote-images"])
+    assert result.exit_code == 0, result.output
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8000
+    assert seen["dtype"] == "bfloat16" and seen["allow_remote_images"] is False
 
 
 # --------------------------------------------------------------------------- ChatOpenAI
