@@ -140,12 +140,11 @@ class OutcomeRecord(_Model):
     message: str = ""
 
 
-class StepTimings(_Model):
-    """Seconds spent in each phase of a step.
+class PhaseSeconds(_Model):
+    """Seconds per phase of a step (or summed over a run).
 
     ``grounding_model`` is the grounding model call; ``grounding`` is everything else the
-    grounding phase did (prompting, parsing, scaling). Framework overhead is everything
-    except model calls: ``total - model - grounding_model``.
+    grounding phase did (prompting, parsing, scaling).
     """
 
     capture: float = 0.0
@@ -154,6 +153,11 @@ class StepTimings(_Model):
     grounding: float = 0.0
     action: float = 0.0
     total: float = 0.0
+
+
+class StepTimings(PhaseSeconds):
+    """The phases of one step. Framework overhead is everything except model calls:
+    ``total - model - grounding_model``."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -186,15 +190,9 @@ class StepRecord(_Model):
         return self.timings.framework_overhead
 
 
-class RunTotals(_Model):
+class RunTotals(PhaseSeconds):
     """Sums over all recorded steps."""
 
-    capture: float = 0.0
-    model: float = 0.0
-    grounding_model: float = 0.0
-    grounding: float = 0.0
-    action: float = 0.0
-    total: float = 0.0
     framework_overhead: float = 0.0
     steps_with_error: int = 0
     failed_actions: int = 0
@@ -202,7 +200,7 @@ class RunTotals(_Model):
     def add(self, step: StepRecord) -> None:
         """Count one step in."""
         t = step.timings
-        for name in ("capture", "model", "grounding_model", "grounding", "action", "total"):
+        for name in PhaseSeconds.model_fields:
             setattr(self, name, getattr(self, name) + getattr(t, name))
         self.framework_overhead += t.framework_overhead
         self.steps_with_error += step.error is not None
