@@ -553,8 +553,7 @@ def eval_miniwob(
     Prints a table (per task: success rate, mean reward, mean steps, time per step) and writes
     the JSON report. Exit status 0, or 1 when no episode could be run, 2 for bad options.
     """
-    from internvl_agent.evaluation.miniwob import run_miniwob_eval
-    from internvl_agent.evaluation.report import miniwob_table
+    from internvl_agent.evaluation.miniwob import miniwob_table, run_miniwob_eval
 
     try:
         limit = parse_time_limit(time_limit)
@@ -615,8 +614,11 @@ def eval_grounding(
     """Grounding accuracy on a ScreenSpot-format dataset: the centre of the predicted box must
     fall inside the target box. Exit status 0, 1 when no item could be evaluated, 2 for bad
     options."""
-    from internvl_agent.evaluation.grounding_eval import PROMPTS, run_grounding_eval
-    from internvl_agent.evaluation.report import grounding_table
+    from internvl_agent.evaluation.grounding_eval import (
+        PROMPTS,
+        grounding_table,
+        run_grounding_eval,
+    )
 
     try:
         if bbox_format not in ("auto", "xyxy", "xywh"):

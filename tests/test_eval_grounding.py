@@ -27,11 +27,11 @@ from internvl_agent.cli import app
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.evaluation.grounding_eval import (
     GroundingReport,
+    grounding_table,
     load_grounding_dataset,
     run_grounding_eval,
     score_point,
 )
-from internvl_agent.evaluation.report import grounding_table
 from tests.miniwob_scripts import browser_skip_reason
 from tests.scripted_model import image_size, image_urls, message_text
 

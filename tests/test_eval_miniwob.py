@@ -29,13 +29,13 @@ from internvl_agent.evaluation.miniwob import (
     TaskSummary,
     available_tasks,
     miniwob_html_dir,
+    miniwob_table,
     read_reward,
     resolve_tasks,
     run_miniwob_eval,
     serve_directory,
     start_episode,
 )
-from internvl_agent.evaluation.report import miniwob_table
 from tests.miniwob_scripts import (
     POLICIES,
     MiniWobScriptedModel,

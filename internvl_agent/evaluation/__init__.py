@@ -29,8 +29,8 @@ _LAZY = {
     "GroundingSample": "internvl_agent.evaluation.grounding_eval",
     "GroundingItemResult": "internvl_agent.evaluation.grounding_eval",
     "GroupScore": "internvl_agent.evaluation.grounding_eval",
-    "miniwob_table": "internvl_agent.evaluation.report",
-    "grounding_table": "internvl_agent.evaluation.report",
+    "miniwob_table": "internvl_agent.evaluation.miniwob",
+    "grounding_table": "internvl_agent.evaluation.grounding_eval",
     "write_json": "internvl_agent.evaluation.report",
 }
 

@@ -34,9 +34,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from rich.table import Table
+
 from internvl_agent.agent.loop import model_name
 from internvl_agent.errors import ConfigurationError
-from internvl_agent.evaluation.report import ratio, write_json
+from internvl_agent.evaluation.report import format_rate, ratio, write_json
 from internvl_agent.grounding import GROUNDING_PROMPT, GUI_GROUNDING_PROMPT, NORM_MAX, ground
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ __all__ = [
     "GroundingReport",
     "GroundingSample",
     "GroupScore",
+    "grounding_table",
     "load_grounding_dataset",
     "run_grounding_eval",
     "score_point",
@@ -305,6 +308,48 @@ class GroundingReport:
 
     def write_json(self, path: str | Path) -> Path:
         return write_json(path, self.to_dict())
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _group_row(name: str, score: GroupScore) -> list[str]:
+    return [
+        name,
+        str(score.total),
+        str(score.correct),
+        format_rate(score.accuracy),
+        str(score.parse_failures) if score.parse_failures else "-",
+        str(score.errors) if score.errors else "-",
+    ]
+
+
+def grounding_table(report: GroundingReport) -> Table:
+    """Accuracy per data_type, per platform, per "platform/data_type" and overall (groups a
+    dataset does not have are left out)."""
+    table = Table(title=f"Grounding accuracy: {report.dataset}", title_justify="left")
+    for name, justify in (
+        ("group", "left"),
+        ("items", "right"),
+        ("correct", "right"),
+        ("accuracy", "right"),
+        ("parse failures", "right"),
+        ("errors", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    sections = (
+        ("data_type=", report.by_data_type()),
+        ("platform=", report.by_platform()),
+        ("", report.by_platform_and_type()),  # keys read "platform/data_type"
+    )
+    for prefix, groups in sections:
+        if not groups or set(groups) <= {None, "?/?"}:
+            continue  # the dataset has no such field
+        for key, score in groups.items():
+            table.add_row(*_group_row(f"{prefix}{key if key is not None else '?'}", score))
+        table.add_section()
+    table.add_row(*_group_row("overall", report.overall()), style="bold")
+    return table
 
 
 def evaluate_sample(

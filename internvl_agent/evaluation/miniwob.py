@@ -51,8 +51,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from rich.table import Table
+
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
-from internvl_agent.evaluation.report import ratio, write_json
+from internvl_agent.evaluation.report import format_rate, format_seconds, ratio, write_json
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -70,6 +72,7 @@ __all__ = [
     "available_tasks",
     "episode_max_time_ms",
     "miniwob_html_dir",
+    "miniwob_table",
     "read_reward",
     "resolve_tasks",
     "run_miniwob_eval",
@@ -349,6 +352,45 @@ class MiniWobReport:
     def write_json(self, path: str | Path) -> Path:
         """Write `to_dict()` to `path`; returns it."""
         return write_json(path, self.to_dict())
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _task_row(summary: TaskSummary) -> list[str]:
+    return [
+        summary.task,
+        f"{summary.successes}/{summary.episodes}",
+        format_rate(summary.success_rate),
+        f"{summary.mean_reward:+.2f}",
+        f"{summary.mean_steps:.1f}",
+        format_seconds(summary.seconds_per_step),
+        format_seconds(summary.model_seconds_per_step),
+        str(summary.harness_errors) if summary.harness_errors else "-",
+    ]
+
+
+def miniwob_table(report: MiniWobReport) -> Table:
+    """Per task and overall: successes/episodes, success rate, mean raw reward, mean steps,
+    seconds per step (all / in model calls) and harness errors (episodes that could not be
+    run: page did not load, browser crashed; they count as failures)."""
+    table = Table(title="MiniWoB++ evaluation", title_justify="left")
+    for name, justify in (
+        ("task", "left"),
+        ("success", "right"),
+        ("rate", "right"),
+        ("reward", "right"),
+        ("steps", "right"),
+        ("s/step", "right"),
+        ("model s/step", "right"),
+        ("errors", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for summary in report.task_summaries():
+        table.add_row(*_task_row(summary))
+    table.add_section()
+    table.add_row(*_task_row(report.overall()), style="bold")
+    return table
 
 
 # --------------------------------------------------------------------------- one episode
