@@ -1,17 +1,38 @@
-"""The `internvl-agent` command line."""
+"""The `internvl-agent` command line (also ``python -m internvl_agent``).
+
+    internvl-agent tiny-checkpoint | chat | run | ground | serve | report | demo
+    internvl-agent eval miniwob | eval grounding
+
+Every command parses and checks its options here, then calls the library: ChatInternVL,
+GUIAgent, ground, the server, the evaluation harnesses. The terminal side of an agent run
+(progress lines, confirm and ask prompts) lives here too; nothing else parses a command line.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from internvl_agent.cli_options import DeviceOption, ModelOption
-from internvl_agent.errors import InternVLAgentError
+from internvl_agent.errors import ConfigurationError, InternVLAgentError
+from internvl_agent.evaluation.miniwob import DEFAULT_TASKS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from internvl_agent.agent import AgentResult
+    from internvl_agent.chat.chat_model import ChatInternVL
+    from internvl_agent.computers.base import Computer
+    from internvl_agent.evaluation.miniwob import EpisodeResult, TimeLimit
+    from internvl_agent.records import StepRecord
 
 app = typer.Typer(
     name="internvl-agent",
@@ -19,13 +40,211 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True, soft_wrap=True)
+eval_app = typer.Typer(
+    help="Benchmarks: MiniWoB++ web tasks and ScreenSpot-style grounding.",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+console = Console(stderr=True, soft_wrap=True)  # progress, notices and errors
+stdout = Console(soft_wrap=True)  # results (tables)
+
+# Exit status of `internvl-agent run` for each outcome (2 is a usage or configuration error).
+EXIT_CODES = {"done": 0, "failed": 1, "max_steps": 3, "stopped": 4, "error": 5}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Hub id or local folder of a native InternVL checkpoint "
+        "(default: $INTERNVL_AGENT_MODEL or OpenGVLab/InternVL3-2B-hf).",
+    ),
+]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 
 
 def fail(error: Exception, code: int = 2) -> typer.Exit:
     """Print an error the way a user should see it (no traceback) and pick the exit code."""
     console.print(f"[bold red]error:[/] {escape(str(error))}")
     return typer.Exit(code)
+
+
+def chat_model(
+    model: str | None, device: str, max_tiles: int, max_tokens: int, **options: Any
+) -> ChatInternVL:
+    """ChatInternVL for `model` (None: its default checkpoint)."""
+    from internvl_agent.chat.chat_model import ChatInternVL
+
+    if model:
+        options["model"] = model
+    return ChatInternVL(device=device, max_tiles=max_tiles, max_tokens=max_tokens, **options)
+
+
+def warn_if_random(checkpoint: str | None) -> None:
+    """Say so when `checkpoint` is a random-weight one (its answers are noise)."""
+    from internvl_agent.engine.tiny import NOISE_NOTICE, is_random_checkpoint
+
+    if checkpoint and is_random_checkpoint(checkpoint):
+        console.print(f"[yellow]{NOISE_NOTICE}[/]")
+
+
+# --------------------------------------------------------------------------- option parsing
+
+
+def parse_secret_specs(specs: Sequence[str]) -> dict[str, str]:
+    """NAME=ENV_VAR pairs → {NAME: value of ENV_VAR}; values never come from the command line."""
+    secrets: dict[str, str] = {}
+    for spec in specs:
+        name, sep, env = spec.partition("=")
+        if not sep or not name or not env:
+            raise ConfigurationError(
+                f"--secret {spec!r}: write NAME=ENV_VAR (the value is read from the "
+                "environment so that it never appears in your shell history)"
+            )
+        if env not in os.environ:
+            raise ConfigurationError(f"--secret {name}: environment variable {env} is not set")
+        secrets[name] = os.environ[env]
+    return secrets
+
+
+def parse_viewport(text: str) -> tuple[int, int]:
+    """'1280x800' -> (1280, 800); anything else is a ConfigurationError showing the form."""
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or 0 in (int(width), int(height)):
+        raise ConfigurationError(f"--viewport {text!r}: write WIDTHxHEIGHT, e.g. 1280x800")
+    return int(width), int(height)
+
+
+def parse_time_limit(text: str) -> TimeLimit:
+    """--time-limit: "none" (lifted), "task" (the page's own) or seconds."""
+    from internvl_agent.evaluation.miniwob import episode_max_time_ms
+
+    value = text.strip().lower()
+    if value in ("none", "off", "0"):
+        return None
+    if value == "task":
+        return "task"
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"--time-limit {text!r}: write none, task, or a number of seconds"
+        ) from None
+    episode_max_time_ms(seconds)
+    return seconds
+
+
+# --------------------------------------------------------------------------- an agent run
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `internvl-agent run` (or `demo`) was asked to do."""
+
+    task: str
+    url: str | None = None
+    model: str | None = None
+    device: str = "auto"
+    max_steps: int = 15
+    max_tiles: int = 6
+    headed: bool = False
+    record_dir: Path = Path("runs")
+    viewport: tuple[int, int] = (1280, 800)
+    device_scale_factor: float = 1.0
+    allowed_domains: Sequence[str] = ()
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    assume_yes: bool = False
+    browser_path: str | None = None
+    desktop: bool = False  # the whole desktop instead of a browser
+    monitor: str = "1"  # desktop: 1-based monitor number, "primary" or "all"
+    scale_factor: float | None = None  # desktop: override the detected HiDPI factor
+
+
+def print_step(step: StepRecord) -> None:
+    """One line per recorded step: action, target, outcome, time."""
+    action = step.action.name if step.action else (step.tool_call.name if step.tool_call else "?")
+    args = step.action.args if step.action else {}
+    detail = escape(", ".join(f"{k}={v!r}" for k, v in args.items() if v not in (None, "")))
+    point = f" @ {step.action.point_px}" if step.action and step.action.point_px else ""
+    ok = step.outcome.ok if step.outcome else False
+    message = escape(step.outcome.message if step.outcome else (step.error or ""))
+    mark = "[green]✓[/]" if ok else "[red]✗[/]"
+    console.print(
+        f"{mark} step {step.index:>2} [bold]{action}[/]({detail[:80]}){point} "
+        f"[dim]{step.timings.total:.1f}s[/] {message[:100]}"
+    )
+
+
+def terminal_confirm(description: str) -> bool:
+    """Ask on the terminal before a risky action; no terminal means no."""
+    if not sys.stdin.isatty():
+        return False
+    console.print(f"[yellow]The agent wants to: {escape(description)}[/]")
+    return input("Allow? [y/N] ").strip().lower() in ("y", "yes")
+
+
+def terminal_ask(question: str) -> str:
+    """Put the agent's question to the person at the terminal."""
+    console.print(f"[cyan]The agent asks:[/] {escape(question)}")
+    return input("> ")
+
+
+def build_computer(options: RunOptions) -> Computer:
+    """A DesktopComputer or a BrowserComputer, as the options say (not launched yet)."""
+    if options.desktop:
+        from internvl_agent.computers.desktop import DesktopComputer
+
+        monitor: int | str = int(options.monitor) if options.monitor.isdigit() else options.monitor
+        return DesktopComputer(monitor=monitor, scale_factor=options.scale_factor)
+    from internvl_agent.computers.browser import BrowserComputer
+
+    return BrowserComputer(
+        headless=not options.headed,
+        viewport=options.viewport,
+        device_scale_factor=options.device_scale_factor,
+        browser_path=options.browser_path,
+    )
+
+
+def run_agent(options: RunOptions) -> AgentResult:
+    """Open the browser (or take the desktop), run the agent, print progress and the outcome."""
+    from internvl_agent.agent import GUIAgent
+
+    model = chat_model(options.model, options.device, options.max_tiles, 256)
+    warn_if_random(model.model)
+    if options.desktop and options.url:
+        raise ConfigurationError(
+            "--url opens a page in a browser; it cannot be used with --desktop"
+        )
+    confirm: Callable[[str], bool] = (lambda _d: True) if options.assume_yes else terminal_confirm
+    with build_computer(options) as computer:
+        agent = GUIAgent(
+            model,
+            computer,
+            max_steps=options.max_steps,
+            max_tiles=options.max_tiles,
+            allowed_domains=list(options.allowed_domains) or None,
+            sensitive_data=dict(options.secrets) or None,
+            confirm=confirm,
+            ask_user=terminal_ask if sys.stdin.isatty() else None,
+            record_dir=options.record_dir,
+            on_step=print_step,
+        )
+        console.print(f"[bold]task:[/] {escape(options.task)}")
+        result = agent.run(options.task, start_url=options.url)
+    colour = "green" if result.status == "done" else "red"
+    console.print(f"[bold {colour}]{result.status}[/] after {result.steps} step(s)")
+    if result.answer:
+        console.print(f"[bold]answer:[/] {escape(result.answer)}")
+    if result.error:
+        console.print(f"[bold red]error:[/] {escape(result.error)}")
+    if result.record_path:
+        console.print(f"record: {result.record_path}  (open {result.record_path}/report.html)")
+    return result
+
+
+# --------------------------------------------------------------------------- commands
 
 
 @app.command("tiny-checkpoint")
@@ -60,19 +279,8 @@ def chat(
     temperature: Annotated[float, typer.Option(help="0 decodes greedily.")] = 0.0,
 ) -> None:
     """Ask ChatInternVL about images and stream the answer to stdout."""
-    from internvl_agent.chat.chat_model import ChatInternVL
-    from internvl_agent.engine.tiny import NOISE_NOTICE, is_random_checkpoint
-
-    kwargs = {"model": model} if model else {}
-    llm = ChatInternVL(
-        device=device,
-        max_tiles=max_tiles,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        **kwargs,
-    )
-    if is_random_checkpoint(llm.model):
-        console.print(f"[yellow]{NOISE_NOTICE}[/]")
+    llm = chat_model(model, device, max_tiles, max_tokens, temperature=temperature)
+    warn_if_random(llm.model)
     content: list[dict[str, str]] = [{"type": "image", "url": src} for src in image or []]
     content.append({"type": "text", "text": prompt})
     usage = None
@@ -124,14 +332,6 @@ def run(
 ) -> None:
     """Run the GUI agent on a task in a browser (or, with --desktop, on the desktop).
     Exit status: 0 done, 1 failed, 3 max steps, 4 stopped, 5 error (2: bad options)."""
-    from internvl_agent.runner import (
-        EXIT_CODES,
-        RunOptions,
-        parse_secret_specs,
-        parse_viewport,
-        run_agent,
-    )
-
     try:
         options = RunOptions(
             task=task,
@@ -152,9 +352,54 @@ def run(
             monitor=monitor,
             scale_factor=scale_factor,
         )
-        result = run_agent(options, console)
+        result = run_agent(options)
     except InternVLAgentError as exc:
         raise fail(exc) from None
+    raise typer.Exit(EXIT_CODES.get(result.status, 5))
+
+
+@app.command()
+def demo(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Hub id or local checkpoint folder (default: $INTERNVL_AGENT_MODEL, else a "
+            "tiny random-weight checkpoint built in .cache/)."
+        ),
+    ] = None,
+    max_steps: Annotated[int, typer.Option(help="Most model calls in the run.")] = 4,
+    headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
+    record: Annotated[Path, typer.Option(help="Folder for run records.")] = Path("runs"),
+) -> None:
+    """The quick start's main job: the GUI agent logs in and shops on the bundled web app.
+    Exit status: 0 when a random-weight model ran cleanly to a complete record, else as run."""
+    from internvl_agent import demo as demo_app
+    from internvl_agent.engine.tiny import is_random_checkpoint
+
+    try:
+        with demo_app.example_webapp() as url:
+            console.print(f"example web app at {url}")
+            options = RunOptions(
+                task=demo_app.TASK,
+                url=url,
+                model=demo_app.demo_model(model),
+                max_steps=max_steps,
+                max_tiles=4,
+                headed=headed,
+                record_dir=record,
+                allowed_domains=("127.0.0.1",),
+                secrets=demo_app.SECRETS,
+            )
+            result = run_agent(options)
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
+    if result.record_path is None or not (result.record_path / "report.html").exists():
+        raise typer.Exit(5)
+    if is_random_checkpoint(options.model or ""):
+        # Random weights cannot do the task; the demo shows the whole stack ran and the run
+        # ended cleanly with a complete record.
+        console.print("[yellow]random weights: the outcome above is noise, the plumbing is real[/]")
+        raise typer.Exit(0)
     raise typer.Exit(EXIT_CODES.get(result.status, 5))
 
 
@@ -168,34 +413,26 @@ def ground(
     out: Annotated[Path | None, typer.Option(help="Save a copy with the box drawn.")] = None,
 ) -> None:
     """Find DESCRIPTION in IMAGE with InternVL's grounding; print the box and click point."""
-    import json
-
-    from internvl_agent.chat.chat_model import ChatInternVL
     from internvl_agent.chat.content import load_image
     from internvl_agent.grounding import draw_box
     from internvl_agent.grounding import ground as ground_description
 
-    kwargs = {"model": model} if model else {}
-    llm = ChatInternVL(device=device, max_tiles=max_tiles, max_tokens=128, **kwargs)
+    llm = chat_model(model, device, max_tiles, 128)
     try:
         picture = load_image(image).image
         result = ground_description(llm, picture, description)
     except InternVLAgentError as exc:
         raise fail(exc) from None
-    print(
-        json.dumps(
-            {
-                "description": description,
-                "box": result.box,
-                "point": result.point,
-                "box_norm": result.box_norm,
-                "image_size": result.image_size,
-                "raw": result.raw_text,
-                "error": result.error,
-            },
-            ensure_ascii=False,
-        )
-    )
+    found = {
+        "description": description,
+        "box": result.box,
+        "point": result.point,
+        "box_norm": result.box_norm,
+        "image_size": result.image_size,
+        "raw": result.raw_text,
+        "error": result.error,
+    }
+    print(json.dumps(found, ensure_ascii=False))
     if out is not None and result.ok:
         draw_box(picture, result).save(out)
         console.print(f"saved {out}")
@@ -228,13 +465,14 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve the model over the OpenAI chat-completions API (images, tools, streaming)."""
-    import logging
-
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
-    from internvl_agent.server import serve as run_server
-
+    level = log_level.lower()
     try:
-        run_server(
+        if level not in LOG_LEVELS:
+            raise ConfigurationError(f"--log-level {log_level!r}: use {', '.join(LOG_LEVELS)}")
+        logging.basicConfig(level=level.upper(), format="%(levelname)s: %(message)s")
+        from internvl_agent import server
+
+        server.serve(
             model,
             host=host,
             port=port,
@@ -246,7 +484,7 @@ def serve(
             max_tokens=max_tokens,
             allow_remote_images=remote_images,
             preload=preload,
-            log_level=log_level.lower(),
+            log_level=level,
         )
     except InternVLAgentError as exc:
         raise fail(exc) from None
@@ -260,25 +498,146 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     print(write_report(run_dir))
 
 
-def _eval_app() -> typer.Typer:
-    from internvl_agent.evaluation.grounding_eval import eval_grounding_command
-    from internvl_agent.evaluation.miniwob import eval_miniwob_command
+# --------------------------------------------------------------------------- eval
 
-    eval_app = typer.Typer(
-        help="Benchmarks: MiniWoB++ web tasks and ScreenSpot-style grounding.",
-        no_args_is_help=True,
+
+def _episode_line(result: EpisodeResult) -> str:
+    if result.error is not None:
+        return f"[red]![/] {result.task} #{result.episode}: harness error: {escape(result.error)}"
+    mark = "[green]✓[/]" if result.success else "[red]✗[/]"
+    return (
+        f"{mark} {result.task} #{result.episode} (seed {result.seed}) reward "
+        f"{result.raw_reward:+.2f} in {result.steps} step(s), agent {result.agent_status}"
+        f" [dim]{escape(result.instruction or '')}[/]"
     )
-    eval_app.command("miniwob")(eval_miniwob_command)
-    eval_app.command("grounding")(eval_grounding_command)
-    return eval_app
 
 
-app.add_typer(_eval_app(), name="eval")
+@eval_app.command("miniwob")
+def eval_miniwob(
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tasks",
+            "-t",
+            help="MiniWoB++ tasks (repeatable or comma-separated; 'all' for every task). "
+            f"Default: {', '.join(DEFAULT_TASKS)}.",
+        ),
+    ] = None,
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per task.")] = 5,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Episodes at once (a browser and a model each).")
+    ] = 1,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    max_steps: Annotated[int, typer.Option(min=1, help="Agent steps per episode.")] = 10,
+    max_tiles: Annotated[int, typer.Option(min=1, help="Most tiles per screenshot.")] = 6,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per model reply.")] = 256,
+    seed: Annotated[int, typer.Option(help="Episode i of each task uses seed + i.")] = 0,
+    time_limit: Annotated[
+        str,
+        typer.Option(help="Episode timer: none (lifted), task (the page's own), or seconds."),
+    ] = "none",
+    viewport: Annotated[str, typer.Option(help="Page size in CSS px, WIDTHxHEIGHT.")] = "160x210",
+    scale: Annotated[float, typer.Option(help="Device scale factor.")] = 2.0,
+    record: Annotated[
+        Path | None, typer.Option(help="Keep every agent run record under this folder.")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the JSON report.")
+    ] = Path("miniwob_report.json"),
+    headed: Annotated[bool, typer.Option(help="Show the browser windows.")] = False,
+    browser: Annotated[str | None, typer.Option(help="Chromium executable to use.")] = None,
+) -> None:
+    """Evaluate the GUI agent on MiniWoB++ tasks; rewards come from the task pages.
+
+    Prints a table (per task: success rate, mean reward, mean steps, time per step) and writes
+    the JSON report. Exit status 0, or 1 when no episode could be run, 2 for bad options.
+    """
+    from internvl_agent.evaluation.miniwob import miniwob_table, run_miniwob_eval
+
+    try:
+        limit = parse_time_limit(time_limit)
+        size = parse_viewport(viewport)
+        warn_if_random(model)
+        report = run_miniwob_eval(
+            lambda _computer: chat_model(model, device, max_tiles, max_tokens),
+            tasks,
+            episodes,
+            concurrency,
+            seed=seed,
+            max_steps=max_steps,
+            record_dir=record,
+            time_limit=limit,
+            viewport=size,
+            device_scale_factor=scale,
+            headless=not headed,
+            browser_path=browser,
+            agent_kwargs={"max_tiles": max_tiles},
+            on_episode=lambda result: console.print(_episode_line(result)),
+            model_name=model or "(default: $INTERNVL_AGENT_MODEL or InternVL3-2B-hf)",
+        )
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
+    path = report.write_json(output)
+    stdout.print(miniwob_table(report))
+    console.print(f"report: {path}")
+    ran_any = any(e.error is None for e in report.episodes)
+    raise typer.Exit(0 if ran_any else 1)
 
 
-def main() -> None:
-    app()
+@eval_app.command("grounding")
+def eval_grounding(
+    dataset_dir: Annotated[
+        Path,
+        typer.Argument(help="Folder with dataset.json (or ScreenSpot's *.json) and images."),
+    ],
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    max_tiles: Annotated[int, typer.Option(min=1, help="Most tiles per image.")] = 12,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per answer.")] = 128,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N items.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Items in flight at once.")] = 1,
+    bbox_format: Annotated[
+        str,
+        typer.Option(
+            help="auto (screenspot*.json files: xywh, others: xyxy), xyxy or xywh; "
+            "an item's own bbox_format field wins."
+        ),
+    ] = "auto",
+    prompt: Annotated[
+        str, typer.Option(help="gui (InternVL's UI-element prompt) or region (its own).")
+    ] = "gui",
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the JSON report.")
+    ] = Path("grounding_report.json"),
+) -> None:
+    """Grounding accuracy on a ScreenSpot-format dataset: the centre of the predicted box must
+    fall inside the target box. Exit status 0, 1 when no item could be evaluated, 2 for bad
+    options."""
+    from internvl_agent.evaluation.grounding_eval import (
+        PROMPTS,
+        grounding_table,
+        run_grounding_eval,
+    )
 
-
-if __name__ == "__main__":
-    main()
+    try:
+        if bbox_format not in ("auto", "xyxy", "xywh"):
+            raise ConfigurationError(f"--bbox-format {bbox_format!r}: use auto, xyxy or xywh")
+        if prompt not in PROMPTS:
+            raise ConfigurationError(f"--prompt {prompt!r}: use {' or '.join(PROMPTS)}")
+        warn_if_random(model)
+        report = run_grounding_eval(
+            chat_model(model, device, max_tiles, max_tokens),
+            dataset_dir,
+            limit=limit,
+            concurrency=concurrency,
+            bbox_format=bbox_format,  # type: ignore[arg-type]
+            prompt=PROMPTS[prompt],
+        )
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
+    path = report.write_json(output)
+    stdout.print(grounding_table(report))
+    console.print(f"report: {path}")
+    evaluated = any(item.status != "error" for item in report.items)
+    raise typer.Exit(0 if evaluated or not report.items else 1)

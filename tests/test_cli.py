@@ -11,9 +11,8 @@ from browser_support import skip_without_browser
 from PIL import Image
 from typer.testing import CliRunner
 
-from internvl_agent.cli import app
+from internvl_agent.cli import EXIT_CODES, app
 from internvl_agent.records import load_run
-from internvl_agent.runner import EXIT_CODES
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -129,7 +128,8 @@ def test_demo_main_job_runs_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.delenv("INTERNVL_AGENT_MODEL", raising=False)
     monkeypatch.setattr(demo, "TINY", tmp_path / "tiny")
-    assert demo.main(["--max-steps", "2", "--record", str(tmp_path / "runs")]) == 0
+    result = runner.invoke(app, ["demo", "--max-steps", "2", "--record", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert load_run(run_dir).finished
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -24,15 +23,15 @@ from pydantic import Field
 from rich.console import Console
 from typer.testing import CliRunner
 
+from internvl_agent.cli import app
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.evaluation.grounding_eval import (
     GroundingReport,
-    eval_grounding_command,
+    grounding_table,
     load_grounding_dataset,
     run_grounding_eval,
     score_point,
 )
-from internvl_agent.evaluation.report import grounding_table
 from tests.miniwob_scripts import browser_skip_reason
 from tests.scripted_model import image_size, image_urls, message_text
 
@@ -321,10 +320,8 @@ def test_empty_report() -> None:
 
 
 def test_cli_with_the_tiny_checkpoint(tiny_checkpoint: Path, dataset: Path, tmp_path: Path) -> None:
-    app = typer.Typer()
-    app.command()(eval_grounding_command)
     out = tmp_path / "grounding.json"
-    args = [str(dataset), "--model", str(tiny_checkpoint), "--device", "cpu"]
+    args = ["eval", "grounding", str(dataset), "--model", str(tiny_checkpoint), "--device", "cpu"]
     args += ["--max-tiles", "1", "--max-tokens", "16", "--limit", "2", "-o", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -336,5 +333,7 @@ def test_cli_with_the_tiny_checkpoint(tiny_checkpoint: Path, dataset: Path, tmp_
         assert isinstance(item["raw_output"], str)
     assert data["config"]["model"] == str(tiny_checkpoint)
 
-    bad = CliRunner().invoke(app, [str(dataset), "--bbox-format", "yxyx", "-o", str(out)])
+    bad = CliRunner().invoke(
+        app, ["eval", "grounding", str(dataset), "--bbox-format", "yxyx", "-o", str(out)]
+    )
     assert bad.exit_code == 2 and "--bbox-format" in bad.output

@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 
 import pytest
-import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
+from internvl_agent.cli import app, parse_time_limit
 from internvl_agent.computers.browser import BrowserComputer
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.evaluation.miniwob import (
@@ -28,16 +28,14 @@ from internvl_agent.evaluation.miniwob import (
     MiniWobReport,
     TaskSummary,
     available_tasks,
-    eval_miniwob_command,
     miniwob_html_dir,
-    parse_time_limit,
+    miniwob_table,
     read_reward,
     resolve_tasks,
     run_miniwob_eval,
     serve_directory,
     start_episode,
 )
-from internvl_agent.evaluation.report import miniwob_table
 from tests.miniwob_scripts import (
     POLICIES,
     MiniWobScriptedModel,
@@ -274,18 +272,12 @@ def test_failing_episodes_do_not_stop_the_eval(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the CLI
 
 
-def _cli() -> typer.Typer:
-    app = typer.Typer()
-    app.command()(eval_miniwob_command)
-    return app
-
-
 @needs_miniwob
 def test_cli_with_the_tiny_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     args = ["--tasks", "click-test", "--episodes", "1", "--max-steps", "2", "-o", str(out)]
     args += ["--model", str(tiny_checkpoint), "--device", "cpu", "--max-tiles", "1"]
-    result = CliRunner().invoke(_cli(), [*args, "--max-tokens", "32"])
+    result = CliRunner().invoke(app, ["eval", "miniwob", *args, "--max-tokens", "32"])
     assert result.exit_code == 0, result.output
     assert "noise" in result.output and "overall" in result.output
     data = json.loads(out.read_text())
@@ -307,7 +299,7 @@ def test_cli_with_the_tiny_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> 
 def test_cli_rejects_bad_options(args: list[str], message: str) -> None:
     if miniwob_skip_reason() and "--tasks" in args:
         pytest.skip(miniwob_skip_reason() or "")
-    result = CliRunner().invoke(_cli(), args)
+    result = CliRunner().invoke(app, ["eval", "miniwob", *args])
     assert result.exit_code == 2 and message in result.output
 
 

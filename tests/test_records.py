@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markupsafe import escape
 from PIL import Image
 
 from internvl_agent import records
@@ -396,7 +397,8 @@ def test_report_player_steps_through_the_run(browser: Any, tmp_path: Path) -> No
     run = RunRecorder(tmp_path, task="Book a table for two", meta={"model": "InternVL3-2B"})
     for i, colour in enumerate([(250, 0, 0), (0, 250, 0), (0, 0, 250)], start=1):
         _add_step(run, i, colour=colour, raw=f"step {i} output")
-    report = run.finish("done", answer="Booked for 8pm")
+    run.finish("done", answer="Booked for 8pm")
+    report = write_report(run.path)
     view = _Page(browser, report)
     page = view.page
     assert page.inner_text("#task") == "Book a table for two"
@@ -435,7 +437,8 @@ def test_report_does_not_run_model_output(browser: Any, tmp_path: Path) -> None:
     evil = f"{XSS_SCRIPT} then {XSS_IMG} <!-- <script> -->"
     run = RunRecorder(tmp_path, task=f"task {XSS_IMG}", meta={"model": XSS_SCRIPT})
     _add_step(run, 1, raw=evil, error=evil, url=f"https://x.test/{XSS_IMG}")
-    report = run.finish("failed", answer=evil, error=evil)
+    run.finish("failed", answer=evil, error=evil)
+    report = write_report(run.path)
     text = report.read_text()
     assert XSS_SCRIPT not in text and XSS_IMG not in text
     view = _Page(browser, report)
@@ -450,7 +453,8 @@ def test_report_does_not_run_model_output(browser: Any, tmp_path: Path) -> None:
 
 def test_report_of_a_run_without_steps(browser: Any, tmp_path: Path) -> None:
     run = RunRecorder(tmp_path, task="Nothing to do")
-    report = run.finish("error", error="model failed to load: out of memory")
+    run.finish("error", error="model failed to load: out of memory")
+    report = write_report(run.path)
     view = _Page(browser, report)
     page = view.page
     assert page.inner_text("#step-count") == "0"
@@ -505,10 +509,11 @@ def test_secrets_never_reach_any_file(browser: Any, tmp_path: Path) -> None:
         )
     )
     run.finish("failed", answer=f"used {password}", error=f"token {token} expired")
+    write_report(run.path, redact=redact)
 
     forms = set()
     for value in (password, token):
-        for form in (value, html.escape(value), json.dumps(value)[1:-1]):
+        for form in (value, html.escape(value), escape(value), json.dumps(value)[1:-1]):
             forms.add(form.encode())
     forms.add(json.dumps(password)[1:-1].replace("<", "\\u003c").replace("&", "\\u0026").encode())
     files = [p for p in run.path.rglob("*") if p.is_file()]

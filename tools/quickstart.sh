@@ -54,7 +54,7 @@ case "${1:-}" in
   demo)
     setup
     shift
-    exec "$PY" -m internvl_agent.demo "$@"
+    exec "$PY" -m internvl_agent demo "$@"
     ;;
   test)
     setup

@@ -18,21 +18,19 @@ from typing import Any
 
 _LAZY = {
     "run_miniwob_eval": "internvl_agent.evaluation.miniwob",
-    "eval_miniwob_command": "internvl_agent.evaluation.miniwob",
     "MiniWobReport": "internvl_agent.evaluation.miniwob",
     "EpisodeResult": "internvl_agent.evaluation.miniwob",
     "TaskSummary": "internvl_agent.evaluation.miniwob",
     "DEFAULT_TASKS": "internvl_agent.evaluation.miniwob",
     "available_tasks": "internvl_agent.evaluation.miniwob",
     "run_grounding_eval": "internvl_agent.evaluation.grounding_eval",
-    "eval_grounding_command": "internvl_agent.evaluation.grounding_eval",
     "load_grounding_dataset": "internvl_agent.evaluation.grounding_eval",
     "GroundingReport": "internvl_agent.evaluation.grounding_eval",
     "GroundingSample": "internvl_agent.evaluation.grounding_eval",
     "GroundingItemResult": "internvl_agent.evaluation.grounding_eval",
     "GroupScore": "internvl_agent.evaluation.grounding_eval",
-    "miniwob_table": "internvl_agent.evaluation.report",
-    "grounding_table": "internvl_agent.evaluation.report",
+    "miniwob_table": "internvl_agent.evaluation.miniwob",
+    "grounding_table": "internvl_agent.evaluation.grounding_eval",
     "write_json": "internvl_agent.evaluation.report",
 }
 

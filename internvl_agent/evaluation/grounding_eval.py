@@ -32,14 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import typer
+from rich.table import Table
 
 from internvl_agent.agent.loop import model_name
-from internvl_agent.cli_options import DeviceOption, ModelOption
-from internvl_agent.errors import ConfigurationError, InternVLAgentError
-from internvl_agent.evaluation.report import ratio, write_json
+from internvl_agent.errors import ConfigurationError
+from internvl_agent.evaluation.report import format_rate, ratio, write_json
 from internvl_agent.grounding import GROUNDING_PROMPT, GUI_GROUNDING_PROMPT, NORM_MAX, ground
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ __all__ = [
     "GroundingReport",
     "GroundingSample",
     "GroupScore",
-    "eval_grounding_command",
+    "grounding_table",
     "load_grounding_dataset",
     "run_grounding_eval",
     "score_point",
@@ -311,6 +310,48 @@ class GroundingReport:
         return write_json(path, self.to_dict())
 
 
+# --------------------------------------------------------------------------- table
+
+
+def _group_row(name: str, score: GroupScore) -> list[str]:
+    return [
+        name,
+        str(score.total),
+        str(score.correct),
+        format_rate(score.accuracy),
+        str(score.parse_failures) if score.parse_failures else "-",
+        str(score.errors) if score.errors else "-",
+    ]
+
+
+def grounding_table(report: GroundingReport) -> Table:
+    """Accuracy per data_type, per platform, per "platform/data_type" and overall (groups a
+    dataset does not have are left out)."""
+    table = Table(title=f"Grounding accuracy: {report.dataset}", title_justify="left")
+    for name, justify in (
+        ("group", "left"),
+        ("items", "right"),
+        ("correct", "right"),
+        ("accuracy", "right"),
+        ("parse failures", "right"),
+        ("errors", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    sections = (
+        ("data_type=", report.by_data_type()),
+        ("platform=", report.by_platform()),
+        ("", report.by_platform_and_type()),  # keys read "platform/data_type"
+    )
+    for prefix, groups in sections:
+        if not groups or set(groups) <= {None, "?/?"}:
+            continue  # the dataset has no such field
+        for key, score in groups.items():
+            table.add_row(*_group_row(f"{prefix}{key if key is not None else '?'}", score))
+        table.add_section()
+    table.add_row(*_group_row("overall", report.overall()), style="bold")
+    return table
+
+
 def evaluate_sample(
     model: BaseChatModel,
     sample: GroundingSample,
@@ -399,72 +440,3 @@ def run_grounding_eval(
         "correct_when": "centre of the first predicted box inside the target box (pixels)",
     }
     return GroundingReport(str(dataset_dir), items, config, started_at, time.monotonic() - t0)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def eval_grounding_command(
-    dataset_dir: Annotated[
-        Path,
-        typer.Argument(help="Folder with dataset.json (or ScreenSpot's *.json) and images."),
-    ],
-    model: ModelOption = None,
-    device: DeviceOption = "auto",
-    max_tiles: Annotated[int, typer.Option(min=1, help="Most tiles per image.")] = 12,
-    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per answer.")] = 128,
-    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N items.")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Items in flight at once.")] = 1,
-    bbox_format: Annotated[
-        str,
-        typer.Option(
-            help="auto (screenspot*.json files: xywh, others: xyxy), xyxy or xywh; "
-            "an item's own bbox_format field wins."
-        ),
-    ] = "auto",
-    prompt: Annotated[
-        str, typer.Option(help="gui (InternVL's UI-element prompt) or region (its own).")
-    ] = "gui",
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where to write the JSON report.")
-    ] = Path("grounding_report.json"),
-) -> None:
-    """Grounding accuracy on a ScreenSpot-format dataset: the centre of the predicted box must
-    fall inside the target box. Exit status 0, 1 when no item could be evaluated, 2 for bad
-    options."""
-    from rich.console import Console
-
-    from internvl_agent.chat.chat_model import ChatInternVL
-    from internvl_agent.engine.tiny import NOISE_NOTICE, is_random_checkpoint
-    from internvl_agent.evaluation.report import grounding_table
-
-    err = Console(stderr=True, soft_wrap=True)
-    try:
-        if bbox_format not in ("auto", "xyxy", "xywh"):
-            raise ConfigurationError(f"--bbox-format {bbox_format!r}: use auto, xyxy or xywh")
-        if prompt not in PROMPTS:
-            raise ConfigurationError(f"--prompt {prompt!r}: use {' or '.join(PROMPTS)}")
-        if model and is_random_checkpoint(model):
-            err.print(f"[yellow]{NOISE_NOTICE}[/]")
-        llm = ChatInternVL(
-            device=device,
-            max_tiles=max_tiles,
-            max_tokens=max_tokens,
-            **({"model": model} if model else {}),
-        )
-        report = run_grounding_eval(
-            llm,
-            dataset_dir,
-            limit=limit,
-            concurrency=concurrency,
-            bbox_format=bbox_format,  # type: ignore[arg-type]
-            prompt=PROMPTS[prompt],
-        )
-    except InternVLAgentError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    path = report.write_json(output)
-    Console(soft_wrap=True).print(grounding_table(report))
-    err.print(f"report: {path}")
-    evaluated = any(item.status != "error" for item in report.items)
-    raise typer.Exit(0 if evaluated or not report.items else 1)

@@ -49,15 +49,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import typer
-from rich.markup import escape
+from rich.table import Table
 
-from internvl_agent.cli_options import DeviceOption, ModelOption
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
-from internvl_agent.evaluation.report import ratio, write_json
-from internvl_agent.runner import parse_viewport
+from internvl_agent.evaluation.report import format_rate, format_seconds, ratio, write_json
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -73,8 +70,9 @@ __all__ = [
     "MiniWobReport",
     "TaskSummary",
     "available_tasks",
-    "eval_miniwob_command",
+    "episode_max_time_ms",
     "miniwob_html_dir",
+    "miniwob_table",
     "read_reward",
     "resolve_tasks",
     "run_miniwob_eval",
@@ -356,6 +354,45 @@ class MiniWobReport:
         return write_json(path, self.to_dict())
 
 
+# --------------------------------------------------------------------------- table
+
+
+def _task_row(summary: TaskSummary) -> list[str]:
+    return [
+        summary.task,
+        f"{summary.successes}/{summary.episodes}",
+        format_rate(summary.success_rate),
+        f"{summary.mean_reward:+.2f}",
+        f"{summary.mean_steps:.1f}",
+        format_seconds(summary.seconds_per_step),
+        format_seconds(summary.model_seconds_per_step),
+        str(summary.harness_errors) if summary.harness_errors else "-",
+    ]
+
+
+def miniwob_table(report: MiniWobReport) -> Table:
+    """Per task and overall: successes/episodes, success rate, mean raw reward, mean steps,
+    seconds per step (all / in model calls) and harness errors (episodes that could not be
+    run: page did not load, browser crashed; they count as failures)."""
+    table = Table(title="MiniWoB++ evaluation", title_justify="left")
+    for name, justify in (
+        ("task", "left"),
+        ("success", "right"),
+        ("rate", "right"),
+        ("reward", "right"),
+        ("steps", "right"),
+        ("s/step", "right"),
+        ("model s/step", "right"),
+        ("errors", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for summary in report.task_summaries():
+        table.add_row(*_task_row(summary))
+    table.add_section()
+    table.add_row(*_task_row(report.overall()), style="bold")
+    return table
+
+
 # --------------------------------------------------------------------------- one episode
 
 
@@ -376,7 +413,7 @@ class _Settings:
     agent_kwargs: Mapping[str, Any]
 
 
-def _max_time_ms(time_limit: TimeLimit) -> int | None:
+def episode_max_time_ms(time_limit: TimeLimit) -> int | None:
     """core.EPISODE_MAX_TIME for a time_limit; None keeps the page's own."""
     if time_limit is None:
         return NO_TIME_LIMIT_MS
@@ -642,7 +679,7 @@ def run_miniwob_eval(
         raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ConfigurationError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-    max_time_ms = _max_time_ms(time_limit)
+    max_time_ms = episode_max_time_ms(time_limit)
     if len(viewport) != 2 or min(viewport) < 1 or device_scale_factor <= 0:
         raise ConfigurationError(
             f"viewport must be 2 positive sizes and device_scale_factor > 0, got "
@@ -698,121 +735,3 @@ def run_miniwob_eval(
     order = {task: i for i, task in enumerate(names)}
     results.sort(key=lambda r: (order[r.task], r.episode))
     return MiniWobReport(results, config, started_at, time.monotonic() - t0)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def parse_time_limit(text: str) -> TimeLimit:
-    """--time-limit: "none" (lifted), "task" (the page's own) or seconds."""
-    value = text.strip().lower()
-    if value in ("none", "off", "0"):
-        return None
-    if value == "task":
-        return "task"
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ConfigurationError(
-            f"--time-limit {text!r}: write none, task, or a number of seconds"
-        ) from None
-    _max_time_ms(seconds)
-    return seconds
-
-
-def _episode_line(result: EpisodeResult) -> str:
-    if result.error is not None:
-        return f"[red]![/] {result.task} #{result.episode}: harness error: {escape(result.error)}"
-    mark = "[green]✓[/]" if result.success else "[red]✗[/]"
-    return (
-        f"{mark} {result.task} #{result.episode} (seed {result.seed}) reward "
-        f"{result.raw_reward:+.2f} in {result.steps} step(s), agent {result.agent_status}"
-        f" [dim]{escape(result.instruction or '')}[/]"
-    )
-
-
-def eval_miniwob_command(
-    tasks: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tasks",
-            "-t",
-            help="MiniWoB++ tasks (repeatable or comma-separated; 'all' for every task). "
-            f"Default: {', '.join(DEFAULT_TASKS)}.",
-        ),
-    ] = None,
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes per task.")] = 5,
-    concurrency: Annotated[
-        int, typer.Option(min=1, help="Episodes at once (a browser and a model each).")
-    ] = 1,
-    model: ModelOption = None,
-    device: DeviceOption = "auto",
-    max_steps: Annotated[int, typer.Option(min=1, help="Agent steps per episode.")] = 10,
-    max_tiles: Annotated[int, typer.Option(min=1, help="Most tiles per screenshot.")] = 6,
-    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per model reply.")] = 256,
-    seed: Annotated[int, typer.Option(help="Episode i of each task uses seed + i.")] = 0,
-    time_limit: Annotated[
-        str,
-        typer.Option(help="Episode timer: none (lifted), task (the page's own), or seconds."),
-    ] = "none",
-    viewport: Annotated[str, typer.Option(help="Page size in CSS px, WIDTHxHEIGHT.")] = "160x210",
-    scale: Annotated[float, typer.Option(help="Device scale factor.")] = 2.0,
-    record: Annotated[
-        Path | None, typer.Option(help="Keep every agent run record under this folder.")
-    ] = None,
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where to write the JSON report.")
-    ] = Path("miniwob_report.json"),
-    headed: Annotated[bool, typer.Option(help="Show the browser windows.")] = False,
-    browser: Annotated[str | None, typer.Option(help="Chromium executable to use.")] = None,
-) -> None:
-    """Evaluate the GUI agent on MiniWoB++ tasks; rewards come from the task pages.
-
-    Prints a table (per task: success rate, mean reward, mean steps, time per step) and writes
-    the JSON report. Exit status 0, or 1 when no episode could be run, 2 for bad options.
-    """
-    from rich.console import Console
-
-    from internvl_agent.engine.tiny import NOISE_NOTICE, is_random_checkpoint
-    from internvl_agent.evaluation.report import miniwob_table
-
-    err = Console(stderr=True, soft_wrap=True)
-    try:
-        limit = parse_time_limit(time_limit)
-        size = parse_viewport(viewport)
-        model_kwargs: dict[str, Any] = {"model": model} if model else {}
-
-        def factory(_computer: BrowserComputer) -> BaseChatModel:
-            from internvl_agent.chat.chat_model import ChatInternVL
-
-            return ChatInternVL(
-                device=device, max_tiles=max_tiles, max_tokens=max_tokens, **model_kwargs
-            )
-
-        if model and is_random_checkpoint(model):
-            err.print(f"[yellow]{NOISE_NOTICE}[/]")
-        report = run_miniwob_eval(
-            factory,
-            tasks,
-            episodes,
-            concurrency,
-            seed=seed,
-            max_steps=max_steps,
-            record_dir=record,
-            time_limit=limit,
-            viewport=size,
-            device_scale_factor=scale,
-            headless=not headed,
-            browser_path=browser,
-            agent_kwargs={"max_tiles": max_tiles},
-            on_episode=lambda result: err.print(_episode_line(result)),
-            model_name=model or "(default: $INTERNVL_AGENT_MODEL or InternVL3-2B-hf)",
-        )
-    except InternVLAgentError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    path = report.write_json(output)
-    Console(soft_wrap=True).print(miniwob_table(report))
-    err.print(f"report: {path}")
-    ran_any = any(e.error is None for e in report.episodes)
-    raise typer.Exit(0 if ran_any else 1)
