@@ -1,17 +1,22 @@
 """Every coordinate space of the package and the conversions between them, in one place.
 
-    space       what it is                                  from screenshot pixels
-    ----------  ------------------------------------------  ------------------------------
-    model       integers 0..1000 of the screenshot's        (to screenshot:) norm_to_pixels,
-                width and height                            box_to_pixels; the agent's
-                                                            checked_norm_to_pixels
-    screenshot  pixels of the image the model saw,          -- (what every Computer takes)
+    space       what it is                                converted by (who calls it)
+    ----------  ----------------------------------------  --------------------------------
+    model       integers 0..1000 of the screenshot's      model -> screenshot:
+                width and height                          norm_to_pixels, box_to_pixels
+                                                          (grounding), checked_norm_to_pixels
+                                                          (agent)
+    screenshot  pixels of the image the model saw,        what every Computer method takes
                 top-left origin
-    CSS         Playwright's mouse pixels (browser)         css_map
-    physical    virtual-screen pixels, what mss captures;   PixelMap.spanning (desktop)
-                negative left of or above the primary
-    logical     what pyautogui moves in (desktop):          physical.divided_by(scale_factor)
-                physical / scale_factor
+    CSS         Playwright's mouse pixels                 screenshot -> CSS: css_map
+                                                          (browser)
+    physical    virtual-screen pixels, what mss           screenshot -> physical:
+                captures; negative for a monitor left     PixelMap.spanning (desktop,
+                of or above the primary (Windows,         via screens.ScreenMap)
+                macOS; X11 starts at 0, 0)
+    logical     what pyautogui moves in: physical /       physical -> logical:
+                scale factor (1 on X11, 2 on a Retina     PixelMap.divided_by (desktop)
+                Mac, where pyautogui works in points)
 
 model -> screenshot rounds half up and keeps the pixel inside the image. Screenshot -> any
 other grid (`PixelMap`) takes the centre of the screenshot pixel and returns the grid pixel
