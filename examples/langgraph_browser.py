@@ -31,7 +31,8 @@ from internvl_agent.actions import (
 )
 from internvl_agent.agent.execute import execute
 from internvl_agent.computers.base import Computer
-from internvl_agent.grounding import ground, image_to_data_url, norm_to_pixels
+from internvl_agent.coordinates import norm_to_pixels
+from internvl_agent.grounding import ground, image_to_data_url
 
 HERE = Path(__file__).resolve().parent
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,16 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 from PIL import Image, ImageDraw
 
+from internvl_agent.coordinates import (
+    NORM_MAX,
+    Box,
+    Point,
+    Size,
+    box_center,
+    box_to_pixels,
+    norm_to_pixels,
+    round_half_up,
+)
 from internvl_agent.errors import ConfigurationError, ImageInputError
 
 GROUNDING_PROMPT = (
@@ -34,11 +43,6 @@ GUI_GROUNDING_PROMPT = (
 )
 """The GUI variant used by ScreenSpot harnesses."""
 
-NORM_MAX = 1000
-"""Coordinates are normalized to 0..NORM_MAX of the original image's width and height."""
-
-Box = tuple[int, int, int, int]
-
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 _NUM_LIST = re.compile(r"[\d\s.,，;+\-]+")  # numbers and separators only
 _NUM_RE = re.compile(_NUM)
@@ -51,18 +55,9 @@ _BOX_CLOSE = r"(?:</box>|<\|box_end\|>)"
 _BOX_REGION = re.compile(rf"{_BOX_OPEN}(.*?)(?:{_BOX_CLOSE}|$)", re.DOTALL)
 
 
-def _round_half_up(value: float) -> int:
-    """Round to the nearest integer, halves up (2.5 -> 3), unlike Python's round."""
-    return math.floor(value + 0.5)
-
-
-def _clamp(value: int, low: int, high: int) -> int:
-    return max(low, min(high, value))
-
-
 def _numbers(text: str) -> list[int]:
     """Every number in `text`, rounded and clamped to 0..1000."""
-    return [_round_half_up(min(max(float(n), 0.0), NORM_MAX)) for n in _NUM_RE.findall(text)]
+    return [round_half_up(min(max(float(n), 0.0), NORM_MAX)) for n in _NUM_RE.findall(text)]
 
 
 def _make_box(x1: int, y1: int, x2: int, y2: int) -> Box:
@@ -143,32 +138,6 @@ def parse_boxes(text: str) -> list[Box]:
     return _boxes_in_region(text, bare_numbers=False)
 
 
-def box_to_pixels(box: Box, size: tuple[int, int]) -> Box:
-    """Map a 0..1000 box to pixels of an image of `size`: round(v / 1000 * side)."""
-    width, height = size
-    x1, y1, x2, y2 = box
-    return (
-        _round_half_up(x1 * width / NORM_MAX),
-        _round_half_up(y1 * height / NORM_MAX),
-        _round_half_up(x2 * width / NORM_MAX),
-        _round_half_up(y2 * height / NORM_MAX),
-    )
-
-
-def box_center(box: Box) -> tuple[float, float]:
-    """Centre of a box, in the box's own units."""
-    x1, y1, x2, y2 = box
-    return (x1 + x2) / 2, (y1 + y2) / 2
-
-
-def norm_to_pixels(x: float, y: float, size: tuple[int, int]) -> tuple[int, int]:
-    """Map a 0..1000 point to a pixel of an image of `size` (width, height), kept inside it."""
-    width, height = size
-    px = _round_half_up(x * width / NORM_MAX)
-    py = _round_half_up(y * height / NORM_MAX)
-    return _clamp(px, 0, max(width - 1, 0)), _clamp(py, 0, max(height - 1, 0))
-
-
 @dataclass
 class GroundingResult:
     """What a grounding call found: boxes in 0..1000 and helpers to get pixels."""
@@ -176,7 +145,7 @@ class GroundingResult:
     description: str
     raw_text: str
     boxes_norm: list[Box]
-    image_size: tuple[int, int]
+    image_size: Size
     error: str | None = None
 
     @property
@@ -200,22 +169,22 @@ class GroundingResult:
         return box_to_pixels(self.box_norm, self.image_size) if self.box_norm else None
 
     @property
-    def point_norm(self) -> tuple[int, int] | None:
+    def point_norm(self) -> Point | None:
         """Centre of the first box, 0..1000."""
         if self.box_norm is None:
             return None
         x, y = box_center(self.box_norm)
-        return _round_half_up(x), _round_half_up(y)
+        return round_half_up(x), round_half_up(y)
 
     @property
-    def point(self) -> tuple[int, int] | None:
+    def point(self) -> Point | None:
         """Centre of the first box in image pixels, inside the image: where to click."""
         if self.box_norm is None:
             return None
         return norm_to_pixels(*box_center(self.box_norm), self.image_size)
 
 
-def result_from_text(description: str, text: str, image_size: tuple[int, int]) -> GroundingResult:
+def result_from_text(description: str, text: str, image_size: Size) -> GroundingResult:
     """Parse a model's answer into a GroundingResult, with `error` set when it has no box."""
     boxes = parse_boxes(text)
     error = None if boxes else _no_box_reason(text)
@@ -266,11 +235,23 @@ def grounding_message(
     )
 
 
-def _response_text(response: Any) -> str:
-    """Text of whatever the model returned (an AIMessage, usually)."""
-    if isinstance(response, BaseMessage):
-        return response.text
-    return response if isinstance(response, str) else str(response)
+def reply_text(message: Any) -> str:
+    """The text of a model's reply: a message's `.text`, a string itself, else `str()`.
+
+    Never raises: a message whose `.text` fails gives its content as a string, and an
+    object that cannot be printed gives its type's name.
+    """
+    if isinstance(message, str):
+        return message
+    try:
+        if isinstance(message, BaseMessage):
+            try:
+                return str(message.text or "")
+            except Exception:
+                return str(message.content)
+        return str(message)
+    except Exception:
+        return f"<unprintable {type(message).__name__}>"
 
 
 def ground(
@@ -287,7 +268,7 @@ def ground(
     """
     message = grounding_message(image, description, prompt)
     response = model.invoke([message], **invoke_kwargs)
-    return result_from_text(description, _response_text(response), image.size)
+    return result_from_text(description, reply_text(response), image.size)
 
 
 async def aground(
@@ -301,37 +282,48 @@ async def aground(
     """Async `ground`."""
     message = grounding_message(image, description, prompt)
     response = await model.ainvoke([message], **invoke_kwargs)
-    return result_from_text(description, _response_text(response), image.size)
+    return result_from_text(description, reply_text(response), image.size)
 
 
-def _draw_crosshair(
-    draw: ImageDraw.ImageDraw, point: tuple[int, int], arm: int, width: int, color: str
-) -> None:
-    x, y = point
-    draw.line([(x - arm, y), (x + arm, y)], fill=color, width=width)
-    draw.line([(x, y - arm), (x, y + arm)], fill=color, width=width)
+BOX_COLOUR = (255, 176, 0)  # amber, on a black halo
+POINT_COLOUR = (230, 0, 0)  # red, on a white halo
 
 
 def draw_box(
     image: Image.Image,
-    result: GroundingResult,
+    result: GroundingResult | None = None,
     *,
-    box_color: str = "lime",
-    point_color: str = "red",
+    box: Box | None = None,
+    point: Point | None = None,
 ) -> Image.Image:
-    """An RGB copy of `image` with every box outlined and the first box's centre marked.
+    """An RGB copy of `image` with boxes outlined (amber) and a point marked (red circle and
+    crosshair); each line has a halo so it shows on any background.
 
-    Boxes are mapped onto `image`'s own size, so a resized copy of the grounded image works too.
+    result: every box, mapped onto `image`'s own size (a resized copy of the grounded image
+        works too), and the first box's centre.
+    box, point: in `image`'s pixels (the run record's marked screenshot: the action's target
+        and the grounded box); `point` replaces the result's centre.
     """
     canvas = image.convert("RGB")
-    draw = ImageDraw.Draw(canvas)
-    width, height = canvas.size
-    line = max(2, min(width, height) // 200)
-    for box in result.boxes_norm:
-        x1, y1, x2, y2 = box_to_pixels(box, canvas.size)
-        right, bottom = min(x2, width - 1), min(y2, height - 1)
-        draw.rectangle([x1, y1, max(x1, right), max(y1, bottom)], outline=box_color, width=line)
-    if result.box_norm is not None:
+    boxes = [box_to_pixels(b, canvas.size) for b in result.boxes_norm] if result else []
+    if box is not None:
+        boxes.append(box)
+    if point is None and result is not None and result.box_norm is not None:
         point = norm_to_pixels(*box_center(result.box_norm), canvas.size)
-        _draw_crosshair(draw, point, max(6, min(width, height) // 40), line, point_color)
+    draw = ImageDraw.Draw(canvas)
+    w = max(2, round(max(canvas.size) / 500))
+    for x1, y1, x2, y2 in boxes:
+        x1, x2 = sorted((x1, x2))
+        y1, y2 = sorted((y1, y2))
+        draw.rectangle((x1, y1, x2, y2), outline=(0, 0, 0), width=w + 2)
+        if x2 - x1 >= 2 and y2 - y1 >= 2:  # a box a pixel wide (a grounded point) has no inside
+            draw.rectangle((x1 + 1, y1 + 1, x2 - 1, y2 - 1), outline=BOX_COLOUR, width=w)
+    if point is not None:
+        x, y = point
+        r = 6 * w + 6
+        arm = r + 4 * w
+        for colour, width in (((255, 255, 255), w + 2), (POINT_COLOUR, w)):
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=colour, width=width)
+            draw.line((x - arm, y, x + arm, y), fill=colour, width=width)
+            draw.line((x, y - arm, x, y + arm), fill=colour, width=width)
     return canvas

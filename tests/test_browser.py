@@ -1,7 +1,8 @@
 """BrowserComputer against the example web app served from 127.0.0.1.
 
 Browser tests skip (with the reason) when Playwright or a Chromium executable is missing; the
-pure helpers (pixel map, keys, URLs, browser lookup) are tested everywhere.
+pure helpers (keys, URLs, browser lookup) are tested everywhere; the pixel map is
+test_coordinates.py's.
 """
 
 from __future__ import annotations
@@ -17,11 +18,7 @@ import pytest
 from browser_support import WEBAPP, load_webapp_serve, needs_browser, skip_without_browser
 
 from internvl_agent.computers import chromium
-from internvl_agent.computers.browser import (
-    BrowserComputer,
-    PixelMap,
-    expected_shot_size,
-)
+from internvl_agent.computers.browser import BrowserComputer
 from internvl_agent.computers.keys import to_playwright_keys
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.urls import normalize_url
@@ -92,30 +89,6 @@ def click_on(computer: BrowserComputer, selector: str) -> None:
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-@pytest.mark.parametrize("dsf", SCALES)
-def test_pixel_map_lands_in_the_css_pixel_containing_each_screenshot_pixel(dsf: float) -> None:
-    css = (101, 77)
-    pixel_map = PixelMap(expected_shot_size(css, dsf), css, dsf)
-    for x in range(pixel_map.shot_size[0]):
-        css_x, _ = pixel_map.to_css(x, 0)
-        # the last column may be a partial device pixel whose centre is past the viewport
-        assert css_x == min(math.floor((x + 0.5) / dsf), css[0] - 1)
-    assert pixel_map.to_css(*[side - 1 for side in pixel_map.shot_size]) == (100, 76)
-
-
-def test_pixel_map_uses_the_ratio_for_a_screenshot_of_another_size() -> None:
-    pixel_map = PixelMap((500, 400), (1000, 800), device_scale_factor=1.0)
-    assert pixel_map.to_css(0, 0) == (1, 1)  # pixel 0 covers CSS [0, 2); centre 1
-    assert pixel_map.to_css(250, 399) == (501, 799)
-    assert not pixel_map.contains(500, 0)
-    assert not pixel_map.contains(0, -1)
-
-
-def test_expected_shot_size_rounds_half_up() -> None:
-    assert expected_shot_size((1037, 679), 1.5) == (1556, 1019)
-    assert expected_shot_size((1037, 679), 1.25) == (1296, 849)
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,8 @@ from internvl_agent.grounding import (
     aground,
     draw_box,
     ground,
-    norm_to_pixels,
     parse_boxes,
+    reply_text,
 )
 
 
@@ -131,24 +131,6 @@ def test_parse_boxes_is_linear_on_long_whitespace() -> None:
 
 
 # --- pixels ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("point", "size", "expected"),
-    [
-        ((0, 0), (1920, 1080), (0, 0)),
-        ((500, 500), (1920, 1080), (960, 540)),
-        ((1000, 1000), (1920, 1080), (1919, 1079)),  # kept inside the image
-        ((500, 500), (101, 57), (51, 29)),  # 50.5 -> 51, 28.5 -> 29: halves round up
-        ((333, 667), (7, 3), (2, 2)),
-        ((999, 1), (1, 1), (0, 0)),
-        ((250.4, 750.6), (1000, 1000), (250, 751)),
-    ],
-)
-def test_norm_to_pixels(
-    point: tuple[float, float], size: tuple[int, int], expected: tuple[int, int]
-) -> None:
-    assert norm_to_pixels(*point, size) == expected
 
 
 def test_result_pixels_on_odd_size() -> None:
@@ -301,7 +283,7 @@ def test_draw_box_marks_box_and_point() -> None:
     assert drawn.size == image.size
     assert drawn.getpixel((20, 50)) != (255, 255, 255)  # left edge of the box at x=20
     assert drawn.getpixel((60, 20)) != (255, 255, 255)  # top edge at y=20
-    assert drawn.getpixel(result.point) == (255, 0, 0)  # red crosshair at the centre
+    assert drawn.getpixel(result.point) == (230, 0, 0)  # red crosshair at the centre
     assert drawn.getpixel((150, 50)) == (255, 255, 255)  # outside the box
 
 
@@ -316,3 +298,62 @@ def test_draw_box_full_image_box_is_visible() -> None:
     image = Image.new("RGB", (50, 40), "white")
     drawn = draw_box(image, GroundingResult("x", "", [(0, 0, 1000, 1000)], image.size))
     assert drawn.getpixel((49, 39)) != (255, 255, 255)  # right/bottom edges drawn inside
+
+
+def test_draw_box_marks_pixel_box_and_point_with_halos() -> None:
+    """The run record's marked screenshot: a target point and a box, in image pixels."""
+    image = Image.new("RGB", (400, 300), (240, 240, 240))
+    drawn = draw_box(image, box=(20, 30, 120, 90), point=(200, 150))
+    r, g, b = drawn.getpixel((200 + 13, 150))  # on the crosshair, beside the centre
+    assert r > 200 and g < 60 and b < 60
+    assert drawn.getpixel((200 + 13, 152)) == (255, 255, 255)  # its white halo
+    assert drawn.getpixel((70, 31)) == (255, 176, 0)  # the box's amber top edge
+    assert drawn.getpixel((70, 30)) == (0, 0, 0)  # on a black halo
+    assert drawn.getpixel((300, 250)) == (240, 240, 240)  # away from both: untouched
+
+
+def test_draw_box_point_replaces_the_result_centre_and_boxes_add_up() -> None:
+    image = Image.new("RGB", (200, 100), "white")
+    result = GroundingResult("x", "", [(100, 200, 500, 800)], image.size)
+    drawn = draw_box(image, result, box=(150, 60, 190, 90), point=(170, 75))
+    assert drawn.getpixel((170, 75)) == (230, 0, 0)
+    assert drawn.getpixel(result.point) == (255, 255, 255)  # (60, 50): no crosshair there
+    assert drawn.getpixel((20, 50)) != (255, 255, 255)  # the result's box is drawn too
+
+
+def test_draw_box_survives_a_box_one_pixel_wide() -> None:
+    """A grounded point is the box (x, y, x, y): outlined by its halo, never an error."""
+    image = Image.new("RGB", (50, 50), "white")
+    drawn = draw_box(image, box=(10, 10, 10, 10), point=(10, 10))
+    assert drawn.getpixel((10, 10)) == (230, 0, 0)
+
+
+# --- reply_text ----------------------------------------------------------------------------
+
+
+class _BrokenText(AIMessage):
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        raise RuntimeError("no text")
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (AIMessage("<box>[[1, 2, 3, 4]]</box>"), "<box>[[1, 2, 3, 4]]</box>"),
+        (AIMessage([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]), "ab"),
+        (AIMessage(""), ""),
+        ("plain", "plain"),
+        (42, "42"),
+        (None, "None"),
+        (_BrokenText("kept"), "kept"),
+        (_Unprintable(), "<unprintable _Unprintable>"),
+    ],
+)
+def test_reply_text_never_raises(reply: Any, expected: str) -> None:
+    assert reply_text(reply) == expected

@@ -1,6 +1,6 @@
-"""The desktop's coordinate spaces (screens.py): no display needed.
+"""The desktop's monitors and coordinate spaces (screens.py, coordinates.py): no display needed.
 
-Expected values are worked out by hand from the formulas in screens.py's docstring:
+Expected values are worked out by hand from the formulas in coordinates.py's PixelMap:
 physical = left + (x + 0.5) * region/shot, logical = floor(physical / scale_factor).
 """
 
@@ -166,8 +166,8 @@ def test_primary_monitor_scale_factors(
     scale: float, pixel: tuple[int, int], logical: tuple[int, int]
 ) -> None:
     screen_map = ScreenMap(PRIMARY, PRIMARY.size, scale)
-    assert screen_map.to_physical(*pixel) == pixel
-    assert screen_map.to_logical(*pixel) == logical
+    assert screen_map.physical.to_grid(*pixel) == pixel
+    assert screen_map.logical.to_grid(*pixel) == logical
 
 
 @pytest.mark.parametrize(
@@ -189,8 +189,8 @@ def test_monitor_left_of_primary_has_negative_x(
     logical: tuple[int, int],
 ) -> None:
     screen_map = ScreenMap(LEFT, LEFT.size, scale)
-    assert screen_map.to_physical(*pixel) == physical
-    assert screen_map.to_logical(*pixel) == logical
+    assert screen_map.physical.to_grid(*pixel) == physical
+    assert screen_map.logical.to_grid(*pixel) == logical
 
 
 @pytest.mark.parametrize(
@@ -211,8 +211,8 @@ def test_monitor_above_primary_has_negative_y(
     logical: tuple[int, int],
 ) -> None:
     screen_map = ScreenMap(ABOVE, ABOVE.size, scale)
-    assert screen_map.to_physical(*pixel) == physical
-    assert screen_map.to_logical(*pixel) == logical
+    assert screen_map.physical.to_grid(*pixel) == physical
+    assert screen_map.logical.to_grid(*pixel) == logical
 
 
 def test_resized_screenshot_scales_back_to_physical() -> None:
@@ -220,12 +220,12 @@ def test_resized_screenshot_scales_back_to_physical() -> None:
     region = Rect(1920, 0, 2560, 1440)
     screen_map = ScreenMap(region, fit_width(region.size, 1280))
     assert screen_map.shot_size == (1280, 720)
-    assert screen_map.to_physical(0, 0) == (1921, 1)  # centre of a 2x2 block
-    assert screen_map.to_physical(1279, 719) == (4479, 1439)
-    assert screen_map.to_physical(640, 360) == (3201, 721)
+    assert screen_map.physical.to_grid(0, 0) == (1921, 1)  # centre of a 2x2 block
+    assert screen_map.physical.to_grid(1279, 719) == (4479, 1439)
+    assert screen_map.physical.to_grid(640, 360) == (3201, 721)
     scaled = ScreenMap(region, (1280, 720), 1.5)
-    assert scaled.to_logical(0, 0) == (1280, 0)  # 1921 / 1.5 = 1280.67
-    assert scaled.to_logical(1279, 719) == (2986, 959)  # 4479 / 1.5 = 2986, 1439 / 1.5
+    assert scaled.logical.to_grid(0, 0) == (1280, 0)  # 1921 / 1.5 = 1280.67
+    assert scaled.logical.to_grid(1279, 719) == (2986, 959)  # 4479 / 1.5 = 2986, 1439 / 1.5
 
 
 def test_non_integer_resize_ratio() -> None:
@@ -233,16 +233,16 @@ def test_non_integer_resize_ratio() -> None:
     region = Rect(0, 0, 1366, 768)
     screen_map = ScreenMap(region, fit_width(region.size, 1000))
     # x: (500.5 * 1.366) = 683.68; y: 281.5 * 768 / 562 = 384.68
-    assert screen_map.to_physical(500, 281) == (683, 384)
-    assert screen_map.to_physical(999, 561) == (1365, 767)
+    assert screen_map.physical.to_grid(500, 281) == (683, 384)
+    assert screen_map.physical.to_grid(999, 561) == (1365, 767)
 
 
 def test_each_axis_has_its_own_ratio() -> None:
     """A screenshot squeezed more in one direction (2x across, 4x down)."""
     screen_map = ScreenMap(Rect(100, 200, 1000, 1000), (500, 250))
-    assert screen_map.to_physical(0, 249) == (101, 1198)  # 100 + 0.5 * 2, 200 + 249.5 * 4
-    assert screen_map.to_physical(499, 0) == (1099, 202)
-    assert screen_map.from_physical(1099, 1199) == (499, 249)
+    assert screen_map.physical.to_grid(0, 249) == (101, 1198)  # 100 + 0.5 * 2, 200 + 249.5 * 4
+    assert screen_map.physical.to_grid(499, 0) == (1099, 202)
+    assert screen_map.physical.from_grid(1099, 1199) == (499, 249)
 
 
 def test_all_monitors_union_image() -> None:
@@ -252,17 +252,20 @@ def test_all_monitors_union_image() -> None:
     screen_map = ScreenMap(bounds, fit_width(bounds.size, 2240), 1.0, layout.monitors)
     assert screen_map.shot_size == (2240, 1232)
     # union pixel (960, 512): physical -1920 + 960.5 * 2 = 1, -1024 + 1025 = 1 -> primary
-    assert screen_map.to_physical(960, 512) == (1, 1)
+    assert screen_map.physical.to_grid(960, 512) == (1, 1)
     assert screen_map.problem(960, 512) is None
     # the left monitor starts at y=200: union row (200 + 1024) / 2 = 612
-    assert screen_map.to_physical(0, 612) == (-1919, 201)
+    assert screen_map.physical.to_grid(0, 612) == (-1919, 201)
     assert screen_map.problem(0, 612) is None
     assert "gap between monitors" in (screen_map.problem(0, 0) or "")
     assert "gap between monitors" in (screen_map.problem(0, 1231) or "")  # below the left one
     assert "gap between monitors" in (screen_map.problem(2239, 0) or "")  # right of the upper
     assert screen_map.problem(1500, 0) is None  # on the upper monitor
     # with a 1.25 scale factor: (1, 1) / 1.25 = (0.8, 0.8) -> (0, 0)
-    assert ScreenMap(bounds, (2240, 1232), 1.25, layout.monitors).to_logical(960, 512) == (0, 0)
+    assert ScreenMap(bounds, (2240, 1232), 1.25, layout.monitors).logical.to_grid(960, 512) == (
+        0,
+        0,
+    )
 
 
 @pytest.mark.parametrize(("x", "y"), [(-1, 0), (0, -1), (1280, 0), (0, 720), (5000, 5000)])
@@ -299,14 +302,14 @@ def test_round_trips(region: Rect, shot_width: int | None, scale: float) -> None
     screen_map = ScreenMap(region, shot, scale)
     ratio = region.width / shot[0]
     for x, y in _grid(shot, 37):
-        assert screen_map.from_physical(*screen_map.to_physical(x, y)) == (x, y)
+        assert screen_map.physical.from_grid(*screen_map.physical.to_grid(x, y)) == (x, y)
         if ratio >= scale:
-            assert screen_map.from_logical(*screen_map.to_logical(x, y)) == (x, y)
+            assert screen_map.logical.from_grid(*screen_map.logical.to_grid(x, y)) == (x, y)
     if ratio < scale:
-        left, top = screen_map.to_logical(0, 0)
-        right, bottom = screen_map.to_logical(shot[0] - 1, shot[1] - 1)
+        left, top = screen_map.logical.to_grid(0, 0)
+        right, bottom = screen_map.logical.to_grid(shot[0] - 1, shot[1] - 1)
         for lx, ly in itertools.product(range(left, right + 1, 29), range(top, bottom + 1, 31)):
-            assert screen_map.to_logical(*screen_map.from_logical(lx, ly)) == (lx, ly)
+            assert screen_map.logical.to_grid(*screen_map.logical.from_grid(lx, ly)) == (lx, ly)
 
 
 def test_every_pixel_of_a_monitor_lands_on_it() -> None:
@@ -317,8 +320,8 @@ def test_every_pixel_of_a_monitor_lands_on_it() -> None:
         shot = fit_width(region.size, width)
         screen_map = ScreenMap(region, shot, scale)
         for x, y in ((0, 0), (shot[0] - 1, 0), (0, shot[1] - 1), (shot[0] - 1, shot[1] - 1)):
-            assert region.contains(*screen_map.to_physical(x, y))
-            lx, ly = screen_map.to_logical(x, y)
+            assert region.contains(*screen_map.physical.to_grid(x, y))
+            lx, ly = screen_map.logical.to_grid(x, y)
             # the logical pixel [l * s, (l + 1) * s) overlaps the monitor
             assert region.left - scale < lx * scale < region.right
             assert region.top - scale < ly * scale < region.bottom

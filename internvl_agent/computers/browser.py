@@ -1,7 +1,7 @@
 """A Chromium page driven through Playwright's sync API, as a `Computer`.
 
 Screenshots are in device pixels (viewport * device_scale_factor); Playwright's mouse works in
-CSS pixels. `PixelMap` is the one place that converts between them.
+CSS pixels; `coordinates.css_map` converts between them.
 
 The sync API is bound to the thread that launched the browser and refuses to start inside a
 running asyncio loop: use a BrowserComputer from the thread that created it, off the event
@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -30,6 +27,7 @@ from internvl_agent.computers.base import (
 )
 from internvl_agent.computers.chromium import acquire_playwright, find_browser, release_playwright
 from internvl_agent.computers.keys import to_playwright_keys
+from internvl_agent.coordinates import PixelMap, Point, Size, css_map, expected_shot_size
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.urls import normalize_url
 
@@ -49,51 +47,6 @@ SCROLL_NOTCH_CSS = 100
 DRAG_STEPS = 12
 ACTION_PAUSE_S = 0.05  # lets a click start its navigation or popup before we wait on it
 MOUSE_BUTTONS = ("left", "right", "middle")
-
-
-# --------------------------------------------------------------------------- coordinates
-
-
-@dataclass(frozen=True)
-class PixelMap:
-    """Maps screenshot (device) pixels to the CSS pixels Playwright's mouse uses.
-
-    Screenshot pixel x covers CSS [x/s, (x+1)/s) where s is device pixels per CSS pixel; its
-    centre (x + 0.5)/s lies in CSS pixel floor((x + 0.5)/s), and that integer is what we
-    dispatch. Chromium hit-tests a mouse event as a 1x1 CSS-pixel area at the point, so a
-    fractional point (10.5) can hit an element that starts at 11; an integer point cannot.
-    s is the device_scale_factor when the screenshot has the size it implies (exact even for
-    1.25 or 1.5), else shot_size / css_size per axis (a screenshot of another size).
-    """
-
-    shot_size: tuple[int, int]
-    css_size: tuple[int, int]
-    device_scale_factor: float = 1.0
-
-    def _scale(self, axis: int) -> Fraction:
-        shot, css = self.shot_size[axis], self.css_size[axis]
-        dsf = Fraction(self.device_scale_factor).limit_denominator(1000)
-        if abs(css * dsf - shot) < 1:
-            return dsf
-        return Fraction(shot, css)
-
-    def contains(self, x: int, y: int) -> bool:
-        """Whether (x, y) is a pixel of the screenshot."""
-        return 0 <= x < self.shot_size[0] and 0 <= y < self.shot_size[1]
-
-    def to_css(self, x: int, y: int) -> tuple[int, int]:
-        """The CSS pixel containing the centre of screenshot pixel (x, y)."""
-        out = []
-        for axis, value in enumerate((x, y)):
-            css = math.floor((Fraction(value) + Fraction(1, 2)) / self._scale(axis))
-            out.append(min(max(css, 0), self.css_size[axis] - 1))
-        return out[0], out[1]
-
-
-def expected_shot_size(css_size: tuple[int, int], device_scale_factor: float) -> tuple[int, int]:
-    """The screenshot size Chromium gives for a viewport: css * dsf rounded half up."""
-    width, height = (math.floor(side * device_scale_factor + 0.5) for side in css_size)
-    return width, height
 
 
 # --------------------------------------------------------------------------- urls
@@ -313,9 +266,9 @@ class BrowserComputer(Computer):
             return self._last_map
         css = self._css_size(self.page)
         dsf = self.device_scale_factor
-        return PixelMap(expected_shot_size(css, dsf), css, dsf)
+        return css_map(expected_shot_size(css, dsf), css, dsf)
 
-    def _css_size(self, page: Page) -> tuple[int, int]:
+    def _css_size(self, page: Page) -> Size:
         size = page.viewport_size
         if size:
             return size["width"], size["height"]
@@ -336,7 +289,7 @@ class BrowserComputer(Computer):
         image = Image.open(io.BytesIO(png))
         image.load()
         css = self._css_size(page)
-        self._last_map = PixelMap(image.size, css, self.device_scale_factor)
+        self._last_map = css_map(image.size, css, self.device_scale_factor)
         return Screenshot(
             image=image,
             url=page.url,
@@ -348,7 +301,7 @@ class BrowserComputer(Computer):
             },
         )
 
-    def _outside(self, *points: tuple[int, int]) -> ActionOutcome | None:
+    def _outside(self, *points: Point) -> ActionOutcome | None:
         """An ok=False outcome when a point is not on the last screenshot."""
         pixel_map = self._map()
         for x, y in points:
@@ -374,7 +327,7 @@ class BrowserComputer(Computer):
             return ActionOutcome(False, f"clicks must be 1, 2 or 3, got {clicks}")
         if rejected := self._outside((x, y)):
             return rejected
-        css_x, css_y = self._map().to_css(x, y)
+        css_x, css_y = self._map().to_grid(x, y)
 
         def run() -> str:
             self.page.mouse.click(css_x, css_y, button=button, click_count=clicks)
@@ -431,10 +384,12 @@ class BrowserComputer(Computer):
         if x is not None and y is not None:
             if rejected := self._outside((x, y)):
                 return rejected
-            css_x, css_y = self._map().to_css(x, y)
+            css_x, css_y = self._map().to_grid(x, y)
             where = f"at ({x}, {y})"
         else:
-            css_w, css_h = self._map().css_size
+            viewport = self._map().bounds
+            assert viewport is not None  # css_map always sets it
+            css_w, css_h = viewport
             css_x, css_y = css_w // 2, css_h // 2
             where = "at the centre"
         dx, dy = steps[direction]
@@ -451,8 +406,8 @@ class BrowserComputer(Computer):
         """Press at (from_x, from_y), move in small steps to (to_x, to_y), release."""
         if rejected := self._outside((from_x, from_y), (to_x, to_y)):
             return rejected
-        start = self._map().to_css(from_x, from_y)
-        end = self._map().to_css(to_x, to_y)
+        start = self._map().to_grid(from_x, from_y)
+        end = self._map().to_grid(to_x, to_y)
 
         def run() -> str:
             mouse = self.page.mouse

@@ -4,10 +4,10 @@
         shot = desktop.screenshot()
         desktop.click(100, 200)
 
-Coordinates are pixels of the latest screenshot; screens.py maps them to physical and then
-logical (pyautogui) coordinates, monitor offsets and downscaling included. Nothing touches
-the display until the first use (or ``__enter__``); pyautogui is imported then, because it
-reads $DISPLAY once, at import.
+Coordinates are pixels of the latest screenshot; a `ScreenMap` (screens.py, arithmetic in
+coordinates.py) maps them to physical and then logical (pyautogui) coordinates, monitor
+offsets and downscaling included. Nothing touches the display until the first use (or
+``__enter__``); pyautogui is imported then, because it reads $DISPLAY once, at import.
 
 Decisions:
 
@@ -60,6 +60,7 @@ from internvl_agent.computers.screens import (
     fit_width,
     parse_monitor,
 )
+from internvl_agent.coordinates import Point, Size
 from internvl_agent.errors import ConfigurationError
 
 __all__ = ["DEFAULT_BLOCKED_KEYS", "DesktopComputer", "TypeMethod"]
@@ -353,7 +354,7 @@ class DesktopComputer(Computer):
         region = self.region
         return self._make_map(region, fit_width(region.size, self.max_screenshot_width))
 
-    def _make_map(self, region: Rect, shot_size: tuple[int, int]) -> ScreenMap:
+    def _make_map(self, region: Rect, shot_size: Size) -> ScreenMap:
         monitors = (
             self.layout.monitors if self._index == 0 and len(self.layout.monitors) > 1 else ()
         )
@@ -384,7 +385,7 @@ class DesktopComputer(Computer):
             return ActionOutcome(
                 False, f"{problem}; nothing was done. Use coordinates inside the image."
             )
-        lx, ly = screen_map.to_logical(x, y)
+        lx, ly = screen_map.logical.to_grid(x, y)
         nx, ny = self._off_corner(lx, ly)
         note = (
             ""
@@ -393,7 +394,7 @@ class DesktopComputer(Computer):
         )
         return nx, ny, note
 
-    def _off_corner(self, lx: int, ly: int) -> tuple[int, int]:
+    def _off_corner(self, lx: int, ly: int) -> Point:
         """A logical point on a fail-safe corner moved one pixel towards the screen."""
         pg = self._pyautogui
         if pg is None or not getattr(pg, "FAILSAFE", False):
@@ -583,14 +584,14 @@ class DesktopComputer(Computer):
 
         return self._act("scroll", run)
 
-    def _centre(self) -> tuple[int, int]:
+    def _centre(self) -> Point:
         """The screenshot's centre, or the centre of the first monitor when that is a gap."""
         screen_map = self.screen_map()
         width, height = screen_map.shot_size
         if screen_map.problem(width // 2, height // 2) is None:
             return width // 2, height // 2
         first = self.layout.monitors[0]
-        return screen_map.from_physical(
+        return screen_map.physical.from_grid(
             first.left + first.width // 2, first.top + first.height // 2
         )
 

@@ -1,29 +1,17 @@
-"""Monitor geometry and the desktop's coordinate spaces, in one place (pure, no X needed).
+"""The desktop's monitors and where a screenshot lies on them (pure, no X needed).
 
-Four spaces, from the model to the mouse:
-
-1. model: integers 0..1000 of the screenshot (the agent maps these to 2; grounding.py).
-2. screenshot pixels: (x, y) of the image the model saw, top-left origin.
-3. physical pixels: absolute virtual-screen pixels, what mss captures. A monitor left of or
-   above the primary has a negative offset (Windows, macOS; X11 roots start at 0, 0).
-   Screenshot pixel x covers physical [left + x*r, left + (x+1)*r) where
-   r = region_width / screenshot_width (1 unless the screenshot was downscaled); the
-   point used is its centre: left + (x + 0.5) * r.
-4. logical: what pyautogui moves in: physical / scale_factor (1 on X11 and on DPI-aware
-   Windows, 2 on a Retina Mac where pyautogui works in points). The integer sent is the
-   logical pixel containing that centre: floor((left + (x + 0.5) * r) / s), per axis.
-
-Exact arithmetic (Fraction) keeps factors like 1.25 or 1.5 free of float drift. The
-inverses (`from_physical`, `from_logical`) give the screenshot pixel containing a point.
+The coordinate arithmetic (screenshot pixel -> physical -> logical, the spaces and their
+formulas) is coordinates.py's; this module knows the monitors: their rectangles, the
+region a screenshot shows, the gaps in an "all monitors" image, the scale factor.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
+
+from internvl_agent.coordinates import PixelMap, Size, round_half_up
 
 __all__ = [
     "Layout",
@@ -33,9 +21,6 @@ __all__ = [
     "fit_width",
     "parse_monitor",
 ]
-
-Size = tuple[int, int]
-Point = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -171,7 +156,7 @@ def fit_width(size: Size, max_width: int | None) -> Size:
     width, height = size
     if max_width is None or width <= max_width:
         return size
-    return max_width, max(1, math.floor(height * max_width / width + 0.5))
+    return max_width, max(1, round_half_up(height * max_width / width))
 
 
 COMMON_SCALE_FACTORS: tuple[float, ...] = (1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0)
@@ -198,81 +183,41 @@ def detect_scale_factor(logical: Size, candidates: Iterable[Size]) -> float:
     return 1.0
 
 
-def _fraction(value: float) -> Fraction:
-    return Fraction(value).limit_denominator(1000)
-
-
 @dataclass(frozen=True)
 class ScreenMap:
-    """Maps pixels of one screenshot to physical and logical screen coordinates.
+    """Where the pixels of one screenshot are on the screen.
 
     region: the physical rectangle the screenshot shows (a monitor, or the union).
     shot_size: the screenshot's size (smaller than region when downscaled).
     scale_factor: physical pixels per logical unit.
     monitors: for a union screenshot, the physical monitors: a point in a gap between
         them (differently sized monitors) is rejected. Empty: the whole region is screen.
+    physical, logical: screenshot pixel -> physical / logical (pyautogui) pixel.
     """
 
     region: Rect
     shot_size: Size
     scale_factor: float = 1.0
     monitors: tuple[Rect, ...] = field(default=())
+    physical: PixelMap = field(init=False, repr=False)
+    logical: PixelMap = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.shot_size[0] < 1 or self.shot_size[1] < 1:
-            raise ValueError(f"shot_size must be positive, got {self.shot_size}")
-        if self.scale_factor <= 0:
-            raise ValueError(f"scale_factor must be > 0, got {self.scale_factor}")
-
-    def _ratio(self, axis: int) -> Fraction:
-        """Physical pixels per screenshot pixel along an axis."""
-        return Fraction(self.region.size[axis], self.shot_size[axis])
-
-    def _centre(self, x: int, y: int) -> tuple[Fraction, Fraction]:
-        """Physical coordinates of the centre of screenshot pixel (x, y)."""
-        half = Fraction(1, 2)
-        return (
-            self.region.left + (x + half) * self._ratio(0),
-            self.region.top + (y + half) * self._ratio(1),
-        )
+        region = self.region
+        physical = PixelMap.spanning(self.shot_size, region.size, (region.left, region.top))
+        object.__setattr__(self, "physical", physical)
+        object.__setattr__(self, "logical", physical.divided_by(self.scale_factor))
 
     def problem(self, x: int, y: int) -> str | None:
         """Why screenshot pixel (x, y) cannot be acted on, or None when it can."""
-        width, height = self.shot_size
-        if not (0 <= x < width and 0 <= y < height):
+        if not self.physical.contains(x, y):
+            width, height = self.shot_size
             return f"({x}, {y}) is outside the screenshot ({width}x{height})"
         if self.monitors:
-            cx, cy = self._centre(x, y)
+            cx, cy = self.physical.centre(x, y)
             if not any(m.contains(cx, cy) for m in self.monitors):
                 return f"({x}, {y}) is in a gap between monitors (no screen there)"
         return None
-
-    def to_physical(self, x: int, y: int) -> Point:
-        """The physical pixel holding the centre of screenshot pixel (x, y)."""
-        cx, cy = self._centre(x, y)
-        return math.floor(cx), math.floor(cy)
-
-    def to_logical(self, x: int, y: int) -> Point:
-        """The logical (pyautogui) point holding the centre of screenshot pixel (x, y)."""
-        cx, cy = self._centre(x, y)
-        scale = _fraction(self.scale_factor)
-        return math.floor(cx / scale), math.floor(cy / scale)
-
-    def from_physical(self, px: float, py: float) -> Point:
-        """The screenshot pixel holding the centre of physical pixel (px, py)."""
-        half = Fraction(1, 2)
-        return (
-            math.floor((Fraction(px) + half - self.region.left) / self._ratio(0)),
-            math.floor((Fraction(py) + half - self.region.top) / self._ratio(1)),
-        )
-
-    def from_logical(self, lx: float, ly: float) -> Point:
-        """The screenshot pixel holding the centre of logical point (lx, ly)."""
-        half, scale = Fraction(1, 2), _fraction(self.scale_factor)
-        return (
-            math.floor(((Fraction(lx) + half) * scale - self.region.left) / self._ratio(0)),
-            math.floor(((Fraction(ly) + half) * scale - self.region.top) / self._ratio(1)),
-        )
 
     def describe(self) -> dict[str, Any]:
         """The mapping as plain data (for Screenshot.extra and run records)."""
