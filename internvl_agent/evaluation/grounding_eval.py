@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from rich.table import Table
 
 from internvl_agent.agent.loop import model_name
+from internvl_agent.coordinates import NORM_MAX
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.evaluation.report import format_rate, ratio, write_json
-from internvl_agent.grounding import GROUNDING_PROMPT, GUI_GROUNDING_PROMPT, NORM_MAX, ground
+from internvl_agent.grounding import GROUNDING_PROMPT, GUI_GROUNDING_PROMPT, ground
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
