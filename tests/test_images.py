@@ -513,7 +513,7 @@ def test_frozen_keys_go_with_their_images() -> None:
     del image
     gc.collect()
     assert len(images_module._FROZEN._keys) == count - 1
-    with pytest.raises(ImageInputError, match="expected a PIL.Image.Image"):
+    with pytest.raises(ImageInputError, match=r"expected a PIL\.Image\.Image"):
         freeze_image("not an image")  # type: ignore[arg-type]
 
 

@@ -17,6 +17,7 @@ from langchain_core.messages import (
 )
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from internvl_agent.chat.messages import messages_to_turns
 from internvl_agent.chat.tools import (
     InvalidToolCallEvent,
     ParsedOutput,
@@ -28,7 +29,6 @@ from internvl_agent.chat.tools import (
     render_tools_system_prompt,
     to_tool_call_chunk,
 )
-from internvl_agent.chat.messages import messages_to_turns
 from internvl_agent.engine.prompt import render_segments
 from internvl_agent.errors import ConfigurationError
 

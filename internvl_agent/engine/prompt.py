@@ -82,4 +82,3 @@ def render_segments(
     if add_generation_prompt:
         out.append((f"{IM_START}assistant\n{prefill}", True))
     return out
-
