@@ -81,6 +81,27 @@ _CALL_OPTIONS = {
 }
 
 
+# What every InternVL checkpoint can do here (the model profile, besides its name).
+_CAPABILITIES: dict[str, Any] = {
+    "open_weights": True,
+    "max_input_tokens": 32768,
+    "max_output_tokens": 8192,
+    "text_inputs": True,
+    "image_inputs": True,
+    "image_url_inputs": True,
+    "image_tool_message": True,
+    "pdf_inputs": False,
+    "audio_inputs": False,
+    "video_inputs": False,
+    "text_outputs": True,
+    "tool_calling": True,
+    "tool_choice": True,
+    "tool_call_streaming": True,
+    "structured_output": True,
+    "temperature": True,
+}
+
+
 @dataclass
 class _PreparedCall:
     """One call ready to run, and what is needed to read its answer."""
@@ -503,25 +524,7 @@ class ChatInternVL(BaseChatModel):
         return params
 
     def _resolve_model_profile(self) -> ModelProfile | None:
-        return ModelProfile(
-            name=self.model,
-            open_weights=True,
-            max_input_tokens=32768,
-            max_output_tokens=8192,
-            text_inputs=True,
-            image_inputs=True,
-            image_url_inputs=True,
-            image_tool_message=True,
-            pdf_inputs=False,
-            audio_inputs=False,
-            video_inputs=False,
-            text_outputs=True,
-            tool_calling=True,
-            tool_choice=True,
-            tool_call_streaming=True,
-            structured_output=True,
-            temperature=True,
-        )
+        return ModelProfile(name=self.model, **_CAPABILITIES)  # type: ignore[typeddict-item]
 
     @property
     def image_options(self) -> ImageLoadOptions:
