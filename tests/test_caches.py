@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from internvl_agent.engine.caches import PrefixCache, VisionCache, common_prefix_length
+from internvl_agent.engine.caches import LRU, PrefixCache, VisionCache, common_prefix_length
 from internvl_agent.engine.engine import InternVLEngine
 from internvl_agent.engine.images import TilingConfig
 from internvl_agent.engine.loading import LoadSpec
@@ -130,3 +130,23 @@ def test_different_screenshots_never_share_kv(tiny_checkpoint: Path) -> None:
     engine.generate(_request(_screenshot((0, 200, 0)), text="same"))
     image_start = red.input_ids.index(engine.model.config.image_token_id)
     assert 0 < engine.prefix_cache.reused_tokens <= image_start
+
+
+def test_lru_bounds_entries_and_size_and_counts_lookups() -> None:
+    by_count: LRU[str, int] = LRU(2)
+    for key, value in (("a", 1), ("b", 2), ("c", 3)):
+        by_count.put(key, value)
+    assert "a" not in by_count and by_count.get("b") == 2  # b is now the most recent
+    by_count.put("d", 4)
+    assert [key for key, _ in by_count.items()] == ["b", "d"]
+    assert by_count.get("zzz") is None and (by_count.hits, by_count.misses) == (1, 1)
+    by_size: LRU[str, str] = LRU(max_size=5, size=len)
+    by_size.put("x", "abc")
+    by_size.put("y", "de")
+    by_size.put("x", "a")  # replacing an entry replaces its size
+    assert by_size.total_size == 3
+    by_size.put("z", "wxyz")  # 7 > 5: the least recently used entry (y) goes
+    assert "y" not in by_size and by_size.total_size == 5
+    by_size.put("big", "toolong")  # larger than the whole bound: not stored
+    assert "big" not in by_size and len(by_size) == 2
+    assert by_size.pop("x") == "a" and by_size.total_size == 4

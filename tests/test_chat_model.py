@@ -6,9 +6,12 @@ import base64
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 from PIL import Image
@@ -117,6 +120,16 @@ def test_construction_loads_nothing(tmp_path: Path) -> None:
     assert llm.profile and llm.profile["image_inputs"] and llm.profile["tool_calling"]
 
 
+def test_every_field_is_documented_and_pil_images_are_announced() -> None:
+    own = set(ChatInternVL.model_fields) - set(BaseChatModel.model_fields)
+    assert own and all(ChatInternVL.model_fields[name].description for name in own)
+    assert ChatInternVL.accepts_pil_images is True
+
+
+def test_max_retries_is_accepted(tmp_path: Path) -> None:
+    assert ChatInternVL(model=str(tmp_path), max_retries=2).max_retries == 2
+
+
 def test_unknown_call_option_is_an_error(llm: ChatInternVL) -> None:
     with pytest.raises(ConfigurationError, match="unknown call options"):
         llm.invoke("hi", temprature=0.5)
@@ -157,6 +170,28 @@ def test_stream_matches_invoke_and_one_chunk_carries_usage(llm: ChatInternVL) ->
     with_usage = [c for c in chunks if c.usage_metadata]
     assert len(with_usage) == 1 and with_usage[0].usage_metadata == full.usage_metadata
     assert sum("model_name" in c.response_metadata for c in chunks) == 1
+
+
+class _Tokens(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.tokens.append(token)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_streaming_true_makes_invoke_stream(llm: ChatInternVL, streaming: bool) -> None:
+    model = ChatInternVL(
+        model=llm.model, device="cpu", max_tiles=2, max_tokens=24, streaming=streaming
+    )
+    tokens = _Tokens()
+    message = model.invoke("Tell me a story", config={"callbacks": [tokens]})
+    assert message.text == llm.invoke("Tell me a story").text
+    if streaming:
+        assert len(tokens.tokens) > 1 and "".join(tokens.tokens) == message.text
+    else:
+        assert tokens.tokens == []
 
 
 async def test_async_paths_match_sync(llm: ChatInternVL) -> None:

@@ -238,7 +238,8 @@ def test_grammars_are_cached_lru(tokenizer, vocab_size, monkeypatch) -> None:
         tokenizer, {"type": "integer"}, vocab_size=vocab_size, separators=(",", ":")
     )
     assert compact._compiled is not a._compiled
-    monkeypatch.setattr(constrained, "GRAMMAR_CACHE_SIZE", 2)
+    grammars = constrained._vocab_for(tokenizer, vocab_size)._grammars
+    monkeypatch.setattr(grammars, "max_entries", 2)
     for n in range(3):
         JsonConstraint(tokenizer, {"type": "string", "minLength": n}, vocab_size=vocab_size)
     c = JsonConstraint(tokenizer, {"type": "integer"}, vocab_size=vocab_size)

@@ -83,11 +83,17 @@ def png_path(tmp_path: Path) -> Path:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Routes: /img.png, /noctype, /page.html, /slow.png, /big-declared, /big-undeclared."""
+    """Routes: /img.png, /noctype, /page.html, /slow.png, /big-declared, /big-undeclared,
+    /redirect (to /img.png) and /loop (redirects to itself)."""
 
     def do_GET(self) -> None:
         route = self.path
-        if route == "/img.png":
+        if route in ("/redirect", "/loop"):
+            self.send_response(302)
+            self.send_header("Location", "/img.png" if route == "/redirect" else "/loop")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif route == "/img.png":
             self._reply(200, PNG, "image/png")
         elif route == "/noctype":
             self._reply(200, PNG, None)
@@ -563,34 +569,23 @@ def test_remote_disabled(server_url: str) -> None:
     assert "disabled" in message
 
 
-def test_recent_data_urls_are_decoded_once_and_hashed_once(monkeypatch) -> None:
-    import base64 as b64
-    import io as _io
-
-    from internvl_agent.engine import images
-
-    buffer = _io.BytesIO()
-    Image.new("RGB", (40, 30), (1, 2, 3)).save(buffer, format="PNG")
-    url = "data:image/png;base64," + b64.b64encode(buffer.getvalue()).decode()
-    first = content_to_parts([{"type": "image_url", "image_url": {"url": url}}], where="m")[0]
-    again = content_to_parts([{"type": "image", "url": url}], where="m")[0]
-    assert again.image is first.image
-
-    calls = []
-    real = images._pixel_key
-    monkeypatch.setattr(images, "_pixel_key", lambda im, cfg: calls.append(1) or real(im, cfg))
-    key = images.image_cache_key(first.image)
-    assert images.image_cache_key(again.image) == key and len(calls) == 1
+def test_http_redirects_are_followed_up_to_a_limit(server_url: str) -> None:
+    assert_same_pixels(load_image(f"{server_url}/redirect").image, IMAGE)
+    with pytest.raises(ImageInputError, match=r"failed.*redirects.*pass it as base64"):
+        load_image(f"{server_url}/loop")
 
 
-def test_caller_images_are_hashed_every_time(monkeypatch) -> None:
-    from internvl_agent.engine import images
-
+def test_an_rgb_pil_image_is_used_as_is() -> None:
     picture = Image.new("RGB", (20, 20), "red")
     part = content_to_parts([{"type": "image", "image": picture}], where="m")[0]
-    calls = []
-    real = images._pixel_key
-    monkeypatch.setattr(images, "_pixel_key", lambda im, cfg: calls.append(1) or real(im, cfg))
-    before = images.image_cache_key(part.image)
-    part.image.paste((0, 0, 255), (0, 0, 10, 10))  # a caller may change its own image
-    assert images.image_cache_key(part.image) != before and len(calls) == 2
+    assert part.image is picture  # no copy: a frozen screenshot keeps its remembered key
+
+
+def test_a_converted_copy_of_a_frozen_image_is_frozen() -> None:
+    from internvl_agent.engine.images import freeze_image, is_frozen
+
+    picture = freeze_image(Image.new("RGBA", (4, 4), (1, 2, 3, 255)))
+    part = content_to_parts([{"type": "image", "image": picture}], where="m")[0]
+    assert part.image is not picture and part.image.mode == "RGB" and is_frozen(part.image)
+    unfrozen = content_to_parts([{"type": "image", "image": picture.copy()}], where="m")[0]
+    assert not is_frozen(unfrozen.image)

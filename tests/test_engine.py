@@ -21,7 +21,7 @@ from internvl_agent.engine.loading import (
     resolve_dtype,
     split_device_map,
 )
-from internvl_agent.engine.prompt import INTERNVL_SYSTEM_MESSAGE, Turn, render_prompt
+from internvl_agent.engine.prompt import INTERNVL_SYSTEM_MESSAGE, Turn, render_segments
 from internvl_agent.engine.requests import GenerationRequest, SamplingParams
 from internvl_agent.errors import (
     CheckpointError,
@@ -43,36 +43,42 @@ def _request(text: str = "Hello", **kwargs) -> GenerationRequest:
 # --- prompt rendering ---
 
 
-def test_prompt_has_default_system_and_generation_prompt() -> None:
-    prompt = render_prompt([Turn("user", ["Hi"])], [])
+def _prompt(engine: InternVLEngine, turns: list[Turn], **kwargs) -> str:
+    """The prompt text the engine really tokenizes for `turns` (decoded back)."""
+    ids = engine.prepare(GenerationRequest(turns, tiling=TilingConfig(max_tiles=2), **kwargs))
+    return engine.tokenizer.decode(ids.input_ids)
+
+
+def test_prompt_has_default_system_and_generation_prompt(engine: InternVLEngine) -> None:
+    prompt = _prompt(engine, [Turn("user", ["Hi"])])
     assert prompt == (
         f"<|im_start|>system\n{INTERNVL_SYSTEM_MESSAGE}<|im_end|>\n"
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     )
 
 
-def test_prompt_single_image_is_unnumbered_and_sized_by_tiles() -> None:
-    img = Image.new("RGB", (10, 10))
-    prompt = render_prompt([Turn("user", [img, "What?"])], [3], default_system=None)
-    assert prompt.count("<IMG_CONTEXT>") == 3 * 256
+def test_prompt_single_image_is_unnumbered_and_sized_by_tiles(engine: InternVLEngine) -> None:
+    wide = Image.new("RGB", (896, 448))  # a 2x1 grid and a thumbnail: 3 tiles
+    prompt = _prompt(engine, [Turn("user", [wide, "What?"])], default_system=None)
+    assert prompt.count("<IMG_CONTEXT>") == 3 * engine.tokens_per_tile
     assert "Image-1" not in prompt
     assert prompt.startswith("<|im_start|>user\n<img><IMG_CONTEXT>")
     assert "</img>\nWhat?<|im_end|>" in prompt
 
 
-def test_prompt_numbers_several_images_across_turns() -> None:
-    img = Image.new("RGB", (10, 10))
-    turns = [Turn("system", ["S"]), Turn("user", [img, "a"]), Turn("user", [img, "b"])]
-    prompt = render_prompt(turns, [1, 2], prefill="<tool_call>\n")
+def test_prompt_numbers_several_images_across_turns(engine: InternVLEngine) -> None:
+    small, wide = Image.new("RGB", (10, 10)), Image.new("RGB", (896, 448))
+    turns = [Turn("system", ["S"]), Turn("user", [small, "a"]), Turn("user", [wide, "b"])]
+    prompt = _prompt(engine, turns, prefill="<tool_call>\n")
     assert prompt.index("Image-1: <img>") < prompt.index("Image-2: <img>")
-    assert prompt.count("<IMG_CONTEXT>") == 3 * 256
+    assert prompt.count("<IMG_CONTEXT>") == (1 + 3) * engine.tokens_per_tile
     assert prompt.startswith("<|im_start|>system\nS<|im_end|>")
     assert prompt.endswith("<|im_start|>assistant\n<tool_call>\n")
 
 
 def test_prompt_rejects_tile_count_mismatch() -> None:
     with pytest.raises(ValueError, match="2 tile counts"):
-        render_prompt([Turn("user", [Image.new("RGB", (4, 4))])], [1, 1])
+        render_segments([Turn("user", [Image.new("RGB", (4, 4))])], [1, 1])
 
 
 # --- incremental decoding and stop strings ---

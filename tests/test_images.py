@@ -26,9 +26,9 @@ from internvl_agent.engine.images import (
     TilingConfig,
     candidate_grids,
     choose_grid,
+    freeze_image,
     image_cache_key,
     preprocess_image,
-    tile_image,
     to_rgb,
 )
 from internvl_agent.errors import ConfigurationError, ImageInputError
@@ -267,49 +267,38 @@ def test_choose_grid_rejects_empty_sizes(width: int, height: int) -> None:
 # --- tiles ------------------------------------------------------------------------------
 
 
+def _normalized(tiles: list[Image.Image]) -> np.ndarray:
+    """The model cards' ToTensor + Normalize(ImageNet) of each tile, stacked."""
+    mean = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
+    std = np.array(IMAGENET_STD, dtype=np.float32)[:, None, None]
+    return np.stack(
+        [(np.asarray(t, dtype=np.float32).transpose(2, 0, 1) / 255 - mean) / std for t in tiles]
+    )
+
+
 @pytest.mark.parametrize(
     ("size", "config"),
     [
         ((1920, 1080), TilingConfig()),
         ((300, 900), TilingConfig(max_tiles=6)),
         ((100, 100), TilingConfig()),
+        ((1000, 600), TilingConfig()),
         ((5, 2), TilingConfig(min_tiles=4, max_tiles=4)),
+        # 1200x700 is above the threshold, so the thumbnail is resized in a second thread.
+        ((1200, 700), TilingConfig(max_tiles=4)),
     ],
 )
-def test_tile_image_equals_model_card_tiles(size: tuple[int, int], config: TilingConfig) -> None:
+def test_pixel_values_are_the_model_cards_normalized_tiles(
+    size: tuple[int, int], config: TilingConfig
+) -> None:
     image = _noise_image(*size, seed=3)
     expected = _model_card_dynamic_preprocess(image, config.min_tiles, config.max_tiles)
+    assert all(tile.size == (448, 448) and tile.mode == "RGB" for tile in expected)
 
-    tiles = tile_image(image, config)
+    result = preprocess_image(image, config)
 
-    assert len(tiles) == len(expected)
-    for tile, want in zip(tiles, expected, strict=True):
-        assert tile.size == (448, 448)
-        assert tile.mode == "RGB"
-        np.testing.assert_array_equal(np.asarray(tile), np.asarray(want))
-
-
-def test_pixel_values_are_normalized_tiles() -> None:
-    image = _noise_image(1000, 600, seed=9)
-    tiles = tile_image(image)
-    mean = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
-    std = np.array(IMAGENET_STD, dtype=np.float32)[:, None, None]
-    expected = np.stack(
-        [(np.asarray(t, dtype=np.float32).transpose(2, 0, 1) / 255 - mean) / std for t in tiles]
-    )
-
-    result = preprocess_image(image)
-
-    np.testing.assert_allclose(result.pixel_values, expected, atol=1e-5, rtol=0)
-
-
-def test_parallel_and_serial_resize_agree() -> None:
-    # 1200x700 is above the threshold, so the thumbnail is resized in a second thread.
-    image = _noise_image(1200, 700, seed=12)
-    tiles = tile_image(image, TilingConfig(max_tiles=4))
-    expected = _model_card_dynamic_preprocess(image, 1, 4)
-    for tile, want in zip(tiles, expected, strict=True):
-        np.testing.assert_array_equal(np.asarray(tile), np.asarray(want))
+    assert result.num_tiles == len(expected)
+    np.testing.assert_allclose(result.pixel_values, _normalized(expected), atol=1e-5, rtol=0)
 
 
 def test_resize_thread_errors_reach_the_caller() -> None:
@@ -485,6 +474,47 @@ def test_cache_key_sensitivity() -> None:
         image_cache_key(image, TilingConfig(use_thumbnail=False)),
     }
     assert len(keys) == 9
+
+
+def _counting_pixel_keys(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = images_module._pixel_key
+    monkeypatch.setattr(
+        images_module, "_pixel_key", lambda im, cfg: calls.append(1) or real(im, cfg)
+    )
+    return calls
+
+
+def test_a_frozen_image_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    image = _noise_image(64, 48, seed=5)
+    plain_key = image_cache_key(image.copy())
+    calls = _counting_pixel_keys(monkeypatch)
+    assert freeze_image(image) is image
+    assert image_cache_key(image) == image_cache_key(image) == plain_key
+    assert len(calls) == 1
+    assert image_cache_key(image, TilingConfig(max_tiles=2)) != plain_key  # per tiling
+    assert len(calls) == 2
+
+
+def test_an_unfrozen_image_is_hashed_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    image = Image.new("RGB", (20, 20), "red")
+    calls = _counting_pixel_keys(monkeypatch)
+    before = image_cache_key(image)
+    image.paste((0, 0, 255), (0, 0, 10, 10))  # a caller may change its own image
+    assert image_cache_key(image) != before and len(calls) == 2
+
+
+def test_frozen_keys_go_with_their_images() -> None:
+    import gc
+
+    image = freeze_image(Image.new("RGB", (3, 3)))
+    image_cache_key(image)
+    count = len(images_module._FROZEN._keys)
+    del image
+    gc.collect()
+    assert len(images_module._FROZEN._keys) == count - 1
+    with pytest.raises(ImageInputError, match=r"expected a PIL\.Image\.Image"):
+        freeze_image("not an image")  # type: ignore[arg-type]
 
 
 def test_cache_key_sees_palette_and_transparency() -> None:

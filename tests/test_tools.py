@@ -7,24 +7,29 @@ import json
 import random
 
 import pytest
-from langchain_core.messages import AIMessageChunk
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from internvl_agent.chat.messages import messages_to_turns
 from internvl_agent.chat.tools import (
     InvalidToolCallEvent,
     ParsedOutput,
     TextDelta,
     ToolCallEvent,
     ToolCallStreamParser,
-    append_tools_to_system,
-    format_assistant_turn,
     format_tool_call,
-    format_tool_response,
-    format_tool_responses,
     parse_tool_calls,
     render_tools_system_prompt,
     to_tool_call_chunk,
 )
+from internvl_agent.engine.prompt import render_segments
 from internvl_agent.errors import ConfigurationError
 
 # The parts of the Qwen2.5 chat template that involve tools, as a test oracle.
@@ -89,12 +94,27 @@ def qwen_tokenizer(tiny_checkpoint):
     return tok
 
 
+def _our_prompt(messages: list[BaseMessage], tools: list[dict] | None = None) -> list[str]:
+    """The prompt ChatInternVL renders for `messages`, one string per turn (system first)."""
+    tools_prompt = render_tools_system_prompt(tools) if tools else None
+    turns = messages_to_turns(messages, tools_prompt=tools_prompt)
+    return [
+        "".join(
+            t
+            for t, _ in render_segments(
+                [turn], [], default_system=None, add_generation_prompt=False
+            )
+        )
+        for turn in turns
+    ]
+
+
 def test_tools_block_matches_qwen25_template(qwen_tokenizer) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
     rendered = qwen_tokenizer.apply_chat_template(messages, tools=TOOLS, tokenize=False)
-    system = rendered.split("<|im_end|>")[0].removeprefix("<|im_start|>system\n")
-    assert system == append_tools_to_system("Be brief.", TOOLS)
-    assert "ünïcode" in system  # ensure_ascii=False, like the template's tojson
+    ours = _our_prompt([SystemMessage("Be brief."), HumanMessage("hi")], TOOLS)
+    assert rendered == "".join(ours)
+    assert "ünïcode" in ours[0]  # ensure_ascii=False, like the template's tojson
     block = render_tools_system_prompt(TOOLS)
     assert block.startswith("# Tools\n\nYou may call one or more functions")
     assert block.endswith(
@@ -121,26 +141,25 @@ def test_assistant_calls_and_tool_responses_match_qwen25_template(qwen_tokenizer
         {"role": "tool", "content": "clicked"},
         {"role": "tool", "content": "typed"},
     ]
+    conversation: list[BaseMessage] = [
+        HumanMessage("go"),
+        AIMessage("Sure.", tool_calls=calls),  # type: ignore[arg-type]
+        ToolMessage("clicked", tool_call_id="a"),
+        ToolMessage("typed", tool_call_id="b"),
+    ]
     rendered = qwen_tokenizer.apply_chat_template(messages, tokenize=False)
-    expected = (
-        "<|im_start|>user\ngo<|im_end|>\n"
-        f"<|im_start|>assistant\n{format_assistant_turn('Sure.', calls)}<|im_end|>\n"
-        f"<|im_start|>user\n{format_tool_responses(['clicked', 'typed'])}<|im_end|>\n"
-    )
-    assert rendered == expected
+    assert rendered == "".join(_our_prompt(conversation)[1:])  # this template has no system
     no_content = messages[:2]
     no_content[1] = {**no_content[1], "content": ""}
     rendered = qwen_tokenizer.apply_chat_template(no_content, tokenize=False)
-    assert rendered.endswith(
-        f"<|im_start|>assistant\n{format_assistant_turn('', calls)}<|im_end|>\n"
-    )
+    ours = _our_prompt([HumanMessage("go"), AIMessage("", tool_calls=calls)])  # type: ignore[arg-type]
+    assert rendered == "".join(ours[1:])
 
 
 def test_format_helpers() -> None:
     assert format_tool_call("f", {"a": [1, "é"]}) == (
         '<tool_call>\n{"name": "f", "arguments": {"a": [1, "é"]}}\n</tool_call>'
     )
-    assert format_tool_response("ok") == "<tool_response>\nok\n</tool_response>"
     with pytest.raises(ConfigurationError, match="not JSON-serializable"):
         render_tools_system_prompt([{"f": object()}])
 

@@ -37,24 +37,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import http.client
 import io
 import mimetypes
 import os
 import re
-import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import httpx
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from internvl_agent.engine.images import IMMUTABLE_INFO_KEY, to_rgb
+from internvl_agent.engine.images import freeze_image, is_frozen, to_rgb
 from internvl_agent.errors import ImageInputError, MessageFormatError
 
 __all__ = [
@@ -66,7 +63,8 @@ __all__ = [
     "load_image",
 ]
 
-USER_AGENT = "internvl-agent (Python urllib)"
+USER_AGENT = "internvl-agent (Python httpx)"
+MAX_REDIRECTS = 5
 _READ_CHUNK = 64 * 1024
 _URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
 _WINDOWS_DRIVE = re.compile(r"^[a-zA-Z]:[\\/]")
@@ -124,7 +122,7 @@ class ImageLoadOptions:
     max_bytes: int = 20 * 1024 * 1024
     """Largest accepted encoded size: download, file or decoded base64."""
     fetch_timeout: float = 10.0
-    """Seconds allowed for a whole http(s) fetch."""
+    """Seconds allowed for a whole http(s) fetch (redirects, at most 5, included)."""
     allow_remote: bool = True
     """Whether http(s) URLs may be fetched."""
     allow_local_files: bool = True
@@ -209,8 +207,11 @@ def _load_pixels(image: Image.Image, source: str) -> None:
 
 
 def _apply_exif_orientation(image: Image.Image) -> Image.Image:
-    """Rotate/flip per the EXIF orientation tag; a malformed tag is ignored."""
+    """Rotate/flip per the EXIF orientation tag (the image itself when there is nothing to do);
+    a malformed tag is ignored."""
     try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) not in range(2, 9):
+            return image
         return ImageOps.exif_transpose(image)
     except (OSError, ValueError, KeyError, TypeError, SyntaxError):
         return image
@@ -231,11 +232,18 @@ def _decode_bytes(data: bytes, source: str, options: ImageLoadOptions) -> ImageP
 
 
 def _from_pil(image: Image.Image, options: ImageLoadOptions) -> ImagePart:
-    """Accept an in-memory PIL image (loading it if it is still lazy)."""
+    """Accept an in-memory PIL image (loading it if it is still lazy).
+
+    An RGB image without EXIF rotation is used as is (no copy); a converted copy of a frozen
+    image (see `freeze_image`) is frozen too.
+    """
     source = f"PIL image {image.width}x{image.height} {image.mode}"
     _check_pixels(image, source, options)
     _load_pixels(image, source)
-    return _finish(image, source)
+    part = _finish(image, source)
+    if part.image is not image and is_frozen(image):
+        freeze_image(part.image)
+    return part
 
 
 # --------------------------------------------------------------------------- sources
@@ -283,45 +291,8 @@ def _parse_data_url(url: str) -> tuple[str, bool, str]:
     return params[0], is_base64, payload
 
 
-class _RecentDecodes:
-    """The last few images decoded from data URLs: an agent resends its last K screenshots at
-    every step, and each would otherwise be decoded again (and re-hashed for the vision cache:
-    the images are marked immutable so their cache keys are remembered)."""
-
-    def __init__(self, max_entries: int = 8) -> None:
-        self.max_entries = max_entries
-        self._items: OrderedDict[tuple[str, ImageLoadOptions], ImagePart] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, url: str, options: ImageLoadOptions) -> ImagePart | None:
-        with self._lock:
-            part = self._items.get((url, options))
-            if part is not None:
-                self._items.move_to_end((url, options))
-            return part
-
-    def put(self, url: str, options: ImageLoadOptions, part: ImagePart) -> None:
-        part.image.info[IMMUTABLE_INFO_KEY] = {}
-        with self._lock:
-            self._items[(url, options)] = part
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
-
-
-_RECENT = _RecentDecodes()
-
-
 def _load_data_url(url: str, options: ImageLoadOptions) -> ImagePart:
-    """Load an image from a data: URL (base64 or percent-encoded); recent ones are reused."""
-    cached = _RECENT.get(url, options)
-    if cached is not None:
-        return cached
-    part = _decode_data_url(url, options)
-    _RECENT.put(url, options, part)
-    return part
-
-
-def _decode_data_url(url: str, options: ImageLoadOptions) -> ImagePart:
+    """Load an image from a data: URL (base64 or percent-encoded)."""
     mime_type, is_base64, payload = _parse_data_url(url)
     label = f"data URL {mime_type or 'image'}"
     _check_mime(mime_type, label)
@@ -332,33 +303,37 @@ def _decode_data_url(url: str, options: ImageLoadOptions) -> ImagePart:
     return _decode_bytes(raw, f"{label} ({_human_size(len(raw))})", options)
 
 
-def _read_capped(response: Any, limit: int, deadline: float, url: str) -> bytes:
-    """Read at most `limit` + 1 bytes from an HTTP response before `deadline`."""
+def _read_capped(response: httpx.Response, url: str, options: ImageLoadOptions) -> bytes:
+    """The body of a streamed response, stopping once it exceeds `options.max_bytes`."""
+    deadline = time.monotonic() + options.fetch_timeout
     chunks: list[bytes] = []
     received = 0
-    while received <= limit:
+    for chunk in response.iter_bytes(_READ_CHUNK):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"reading {url} took too long")
-        chunk = response.read(min(_READ_CHUNK, limit + 1 - received))
-        if not chunk:
-            break
-        chunks.append(chunk)
+            raise httpx.ReadTimeout(f"reading {url} took too long")
         received += len(chunk)
+        _check_size(received, f"image at {url}", options)
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
 def _http_get(url: str, options: ImageLoadOptions) -> tuple[bytes, str | None]:
-    """GET `url`; return (body, Content-Type header) with size and time limits applied."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
-    deadline = time.monotonic() + options.fetch_timeout
-    opener = urllib.request.build_opener()  # reads proxy settings from the environment now
-    with opener.open(request, timeout=options.fetch_timeout) as response:
+    """GET `url` (redirects followed); return (body, Content-Type) within size and time limits."""
+    with (
+        httpx.Client(
+            headers={"User-Agent": USER_AGENT, "Accept": "image/*"},
+            timeout=options.fetch_timeout,
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+        ) as client,
+        client.stream("GET", url) as response,
+    ):
+        response.raise_for_status()
         content_type = response.headers.get("Content-Type")
         length = response.headers.get("Content-Length")
         if length and length.isdigit():
             _check_size(int(length), f"image at {url}", options)
-        body = _read_capped(response, options.max_bytes, deadline, url)
-    return body, content_type
+        return _read_capped(response, url, options), content_type
 
 
 def _fetch_url(url: str, options: ImageLoadOptions) -> ImagePart:
@@ -371,20 +346,17 @@ def _fetch_url(url: str, options: ImageLoadOptions) -> ImagePart:
         )
     try:
         body, content_type = _http_get(url, options)
-    except ImageInputError:
-        raise
-    except urllib.error.HTTPError as exc:
-        exc.close()  # it holds the open response
+    except httpx.HTTPStatusError as exc:
+        status = exc.response
         raise ImageInputError(
-            f"fetching {source} failed: HTTP {exc.code} {exc.reason}; check the URL or "
-            f"{_FETCH_HINT}"
+            f"fetching {source} failed: HTTP {status.status_code} {status.reason_phrase}; "
+            f"check the URL or {_FETCH_HINT}"
         ) from exc
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        kind = "timed out" if isinstance(reason, TimeoutError) else "failed"
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
         raise ImageInputError(
-            f"fetching {source} {kind} ({reason}; timeout {options.fetch_timeout} s, "
-            f"see ImageLoadOptions.fetch_timeout); {_FETCH_HINT}"
+            f"fetching {source} {kind} ({exc or type(exc).__name__}; timeout "
+            f"{options.fetch_timeout} s, see ImageLoadOptions.fetch_timeout); {_FETCH_HINT}"
         ) from exc
     _check_mime(content_type, f"the response from {source}")
     return _decode_bytes(body, source, options)

@@ -23,7 +23,7 @@ from langchain_core.messages import (
 from PIL import Image
 
 from internvl_agent.chat.content import ImageLoadOptions, ImagePart, content_to_parts
-from internvl_agent.chat.tools import format_tool_call
+from internvl_agent.chat.tools import TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN, format_tool_call
 from internvl_agent.engine.prompt import INTERNVL_SYSTEM_MESSAGE, Markup, Turn
 from internvl_agent.errors import MessageFormatError
 
@@ -113,7 +113,7 @@ def _tool_result_parts(
     parts = _parts(content, where, options)
     if getattr(message, "status", "success") == "error":
         parts.insert(0, "Error: ")
-    return [Markup("<tool_response>\n"), *parts, Markup("\n</tool_response>")]
+    return [Markup(f"{TOOL_RESPONSE_OPEN}\n"), *parts, Markup(f"\n{TOOL_RESPONSE_CLOSE}")]
 
 
 def _is_block_list(content: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Qwen2.5's ("hermes") tool-calling text format: render tools, calls and results; parse calls.
+"""Qwen2.5's ("hermes") tool-calling text format: render tools and calls; parse calls.
 
 InternVL's language model is Qwen2.5, which was trained to see the tools in the system prompt
 inside ``<tools></tools>`` and to answer with::
@@ -76,7 +76,7 @@ def render_tools_system_prompt(tools: Sequence[dict]) -> str:
     """The Qwen2.5 tools block (from ``# Tools`` to the last ``</tool_call>``).
 
     `tools` are OpenAI tool dicts. Qwen2.5 appends this block to the system message after a
-    blank line (see `append_tools_to_system`).
+    blank line (`messages_to_turns` does).
     """
     lines = []
     for i, tool in enumerate(tools):
@@ -90,34 +90,12 @@ def render_tools_system_prompt(tools: Sequence[dict]) -> str:
     return TOOLS_PROMPT_HEADER + "".join(lines) + TOOLS_PROMPT_FOOTER
 
 
-def append_tools_to_system(system: str, tools: Sequence[dict]) -> str:
-    """`system` followed by the tools block, joined as the Qwen2.5 template joins them."""
-    return system + "\n\n" + render_tools_system_prompt(tools)
-
-
 def format_tool_call(name: str, args: dict) -> str:
     """One assistant tool call as Qwen2.5 renders it."""
     return (
         f'{TOOL_CALL_OPEN}\n{{"name": {_tojson(name)}, "arguments": {_tojson(args)}}}'
         f"\n{TOOL_CALL_CLOSE}"
     )
-
-
-def format_assistant_turn(content: str, tool_calls: Sequence[ToolCall]) -> str:
-    """An assistant turn's text (after ``<|im_start|>assistant\\n``) with its tool calls."""
-    parts = [content] if content else []
-    parts += [format_tool_call(tc["name"], tc["args"]) for tc in tool_calls]
-    return "\n".join(parts)
-
-
-def format_tool_response(content: str) -> str:
-    """One tool result as Qwen2.5 renders it inside the user turn."""
-    return f"{TOOL_RESPONSE_OPEN}\n{content}\n{TOOL_RESPONSE_CLOSE}"
-
-
-def format_tool_responses(contents: Sequence[str]) -> str:
-    """Consecutive tool results: Qwen2.5 puts them in one user turn, one per line."""
-    return "\n".join(format_tool_response(c) for c in contents)
 
 
 def new_tool_call_id() -> str:

@@ -1,5 +1,6 @@
 """Bounded caches that make agent steps cheaper.
 
+- `LRU`: the one bounded, thread-safe least-recently-used map every cache here is built on.
 - `VisionCache`: image features (vision tower + projector output) by image content and tiling,
   so the planner call and the grounding call of one step encode the screenshot once.
 - `PrefixCache`: the KV caches of recent prompts, so a prompt that starts like an earlier one
@@ -11,56 +12,133 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
-class VisionCache:
-    """LRU of image features, bounded by bytes (features stay on the model's device)."""
+class LRU(Generic[K, V]):
+    """A thread-safe LRU map bounded by entry count and/or by total size.
 
-    def __init__(self, max_bytes: int = 256 * 1024 * 1024):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._bytes = 0
+    `size(value)` gives an entry's size (1 each by default); the least recently used entries
+    are dropped while there are more than `max_entries` or their sizes add up to more than
+    `max_size`. A value larger than `max_size` on its own is not stored. `hits` and `misses`
+    count the lookups of `get`.
+    """
+
+    def __init__(
+        self,
+        max_entries: int | None = None,
+        *,
+        max_size: int | None = None,
+        size: Callable[[V], int] | None = None,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_size = max_size
+        self._size_of = size or (lambda _: 1)
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._total = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def __contains__(self, key: str) -> bool:
+    def __contains__(self, key: K) -> bool:
         with self._lock:
             return key in self._items
 
-    def get(self, key: str) -> Any | None:
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def total_size(self) -> int:
+        """The sizes of the stored values, added up."""
+        return self._total
+
+    def get(self, key: K) -> V | None:
+        """The value of `key` (now the most recently used), or None."""
         with self._lock:
-            value = self._items.get(key)
-            if value is None:
+            entry = self._items.get(key)
+            if entry is None:
                 self.misses += 1
                 return None
-            self._items.move_to_end(key)
             self.hits += 1
-            return value
+            self._items.move_to_end(key)
+            return entry[0]
 
-    def put(self, key: str, features: Any) -> None:
-        size = features.numel() * features.element_size()
-        if size > self.max_bytes:
+    def put(self, key: K, value: V) -> None:
+        """Store `value` under `key` (replacing any), then drop entries over the bounds."""
+        size = self._size_of(value)
+        if self.max_size is not None and size > self.max_size:
             return
         with self._lock:
-            if key in self._items:
-                return
-            self._items[key] = features
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, old = self._items.popitem(last=False)
-                self._bytes -= old.numel() * old.element_size()
+            self._pop(key)
+            self._items[key] = (value, size)
+            self._total += size
+            while self._items and (
+                (self.max_entries is not None and len(self._items) > self.max_entries)
+                or (self.max_size is not None and self._total > self.max_size)
+            ):
+                self._total -= self._items.popitem(last=False)[1][1]
+
+    def pop(self, key: K) -> V | None:
+        """Remove `key` and return its value, or None."""
+        with self._lock:
+            return self._pop(key)
+
+    def items(self) -> list[tuple[K, V]]:
+        """A snapshot of the entries, least recently used first."""
+        with self._lock:
+            return [(key, value) for key, (value, _) in self._items.items()]
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
-            self._bytes = 0
+            self._total = 0
+
+    def _pop(self, key: K) -> V | None:
+        entry = self._items.pop(key, None)
+        if entry is None:
+            return None
+        self._total -= entry[1]
+        return entry[0]
+
+
+def _tensor_bytes(tensor: Any) -> int:
+    return int(tensor.numel() * tensor.element_size())
+
+
+class VisionCache:
+    """Image features by key, bounded by bytes (features stay on the model's device)."""
+
+    def __init__(self, max_bytes: int = 256 * 1024 * 1024):
+        self._lru: LRU[str, Any] = LRU(max_size=max_bytes, size=_tensor_bytes)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._lru
+
+    def get(self, key: str) -> Any | None:
+        return self._lru.get(key)
+
+    def put(self, key: str, features: Any) -> None:
+        if key not in self._lru:
+            self._lru.put(key, features)
+
+    def clear(self) -> None:
+        self._lru.clear()
 
     @property
     def size_bytes(self) -> int:
-        return self._bytes
+        return self._lru.total_size
+
+    @property
+    def hits(self) -> int:
+        return self._lru.hits
+
+    @property
+    def misses(self) -> int:
+        return self._lru.misses
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -92,8 +170,8 @@ class PrefixCache:
 
     def __init__(self, max_entries: int = 2):
         self.max_entries = max_entries
-        self._items: OrderedDict[int, tuple[tuple[int, ...], Any]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lru: LRU[int, tuple[tuple[int, ...], Any]] = LRU(max_entries)
+        self._lock = threading.Lock()  # one take() at a time: find the best entry, then pop it
         self._next = 0
         self.hits = 0
         self.misses = 0
@@ -105,16 +183,17 @@ class PrefixCache:
         limit = len(signature) - 1
         with self._lock:
             best, best_len = None, 0
-            for key, (stored, _) in self._items.items():
+            for key, (stored, _) in self._lru.items():
                 shared = min(common_prefix_length(stored, signature), limit)
                 if shared > best_len:
                     best, best_len = key, shared
-            if best is None:
+            entry = self._lru.pop(best) if best is not None else None
+            if entry is None:
                 self.misses += 1
                 return None, 0
-            _, kv = self._items.pop(best)
             self.hits += 1
             self.reused_tokens += best_len
+        kv = entry[1]
         crop_kv(kv, best_len)
         return kv, best_len
 
@@ -124,11 +203,8 @@ class PrefixCache:
             return
         crop_kv(kv, len(signature))
         with self._lock:
-            self._items[self._next] = (tuple(signature), kv)
-            self._next += 1
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
+            key, self._next = self._next, self._next + 1
+        self._lru.put(key, (tuple(signature), kv))
 
     def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+        self._lru.clear()

@@ -41,7 +41,6 @@ import json
 import threading
 import warnings
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
+from internvl_agent.engine.caches import LRU
 from internvl_agent.errors import ConfigurationError
 
 DEFAULT_SEPARATORS: tuple[str, str] = (", ", ": ")
@@ -329,16 +329,14 @@ class _Vocab:
             ctx: [self.by_bytes[bytes([b])] for b in order if bytes([b]) in self.by_bytes]
             for ctx, order in _PRIORITY.items()
         }
-        self._grammars: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._grammars: LRU[str, Any] = LRU(GRAMMAR_CACHE_SIZE)
 
     def compile(self, schema: dict, separators: tuple[str, str]) -> Any:
         """The compiled grammar of `schema` (LRU-cached by schema JSON and separators)."""
         key = json.dumps([schema, separators], ensure_ascii=False)
-        with self._lock:
-            if key in self._grammars:
-                self._grammars.move_to_end(key)
-                return self._grammars[key]
+        cached = self._grammars.get(key)
+        if cached is not None:
+            return cached
         try:
             compiled = self.compiler.compile_json_schema(
                 json.dumps(schema, ensure_ascii=False),
@@ -348,10 +346,7 @@ class _Vocab:
             )
         except (RuntimeError, ValueError, TypeError) as exc:
             raise ConfigurationError(f"cannot turn the JSON schema into a grammar: {exc}") from exc
-        with self._lock:
-            self._grammars[key] = compiled
-            while len(self._grammars) > GRAMMAR_CACHE_SIZE:
-                self._grammars.popitem(last=False)
+        self._grammars.put(key, compiled)
         return compiled
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,9 +33,10 @@ __all__ = [
     "TilingConfig",
     "candidate_grids",
     "choose_grid",
+    "freeze_image",
     "image_cache_key",
+    "is_frozen",
     "preprocess_image",
-    "tile_image",
     "to_rgb",
 ]
 
@@ -203,16 +205,6 @@ def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.resize((width, height), resample=Image.Resampling.BICUBIC)
 
 
-def _tile_boxes(grid: tuple[int, int], tile_size: int) -> list[tuple[int, int, int, int]]:
-    """Crop boxes (left, upper, right, lower) of the grid's tiles, row-major."""
-    cols, rows = grid
-    return [
-        (col * tile_size, row * tile_size, (col + 1) * tile_size, (row + 1) * tile_size)
-        for row in range(rows)
-        for col in range(cols)
-    ]
-
-
 def _resize_in_thread(image: Image.Image, width: int, height: int) -> Callable[[], Image.Image]:
     """Start a bicubic resize in a new thread; the returned callable joins and yields it.
 
@@ -263,18 +255,6 @@ def _canvas_and_thumbnail(
     return grid, canvas, thumbnail()
 
 
-def tile_image(image: Image.Image, config: TilingConfig = DEFAULT_TILING) -> list[Image.Image]:
-    """The RGB tiles (row-major, thumbnail last when used), as the reference makes them."""
-    grid, canvas, thumbnail = _canvas_and_thumbnail(to_rgb(image), config)
-    if grid == (1, 1):
-        tiles = [canvas]
-    else:
-        tiles = [canvas.crop(box) for box in _tile_boxes(grid, config.tile_size)]
-    if thumbnail is not None:
-        tiles.append(thumbnail)
-    return tiles
-
-
 def _normalize_into(image: Image.Image, out: np.ndarray) -> None:
     """Write ``image`` as normalized tiles into ``out`` of shape (rows, cols, 3, T, T)."""
     rows, cols, _, size, _ = out.shape
@@ -301,9 +281,60 @@ def preprocess_image(
     return PreprocessedImage(pixel_values=pixel_values, grid=grid, original_size=rgb.size)
 
 
-IMMUTABLE_INFO_KEY = "internvl_agent.immutable"
-"""Set in ``image.info`` by loaders whose images nobody modifies afterwards (images decoded
-from messages); their cache keys are computed once and remembered on the image."""
+class _FrozenKeys:
+    """Cache keys of frozen images, by ``id(image)``; an entry goes when its image does."""
+
+    def __init__(self) -> None:
+        self._keys: dict[int, dict[TilingConfig, str]] = {}
+        self._lock = threading.Lock()
+
+    def freeze(self, image: Image.Image) -> None:
+        with self._lock:
+            if id(image) in self._keys:
+                return
+            self._keys[id(image)] = {}
+        weakref.finalize(image, self._forget, id(image))
+
+    def is_frozen(self, image: Image.Image) -> bool:
+        with self._lock:
+            return id(image) in self._keys
+
+    def key(self, image: Image.Image, config: TilingConfig) -> str | None:
+        """The frozen image's key (computed on first use), or None for an unfrozen image."""
+        with self._lock:
+            keys = self._keys.get(id(image))
+            if keys is None:
+                return None
+            if config in keys:
+                return keys[config]
+        key = _pixel_key(image, config)
+        with self._lock:
+            return self._keys.setdefault(id(image), {}).setdefault(config, key)
+
+    def _forget(self, image_id: int) -> None:
+        with self._lock:
+            self._keys.pop(image_id, None)
+
+
+_FROZEN = _FrozenKeys()
+
+
+def freeze_image(image: Image.Image) -> Image.Image:
+    """Promise that `image`'s pixels will not change again; returns `image` itself.
+
+    `image_cache_key` then hashes a frozen image once and remembers the key, so an agent that
+    resends its recent screenshots every step does not hash them again. Modifying a frozen
+    image afterwards is a bug: its cached vision features would be reused for new pixels.
+    """
+    if not isinstance(image, Image.Image):
+        raise ImageInputError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    _FROZEN.freeze(image)
+    return image
+
+
+def is_frozen(image: Image.Image) -> bool:
+    """Whether `freeze_image` was called on this image."""
+    return _FROZEN.is_frozen(image)
 
 
 def image_cache_key(image: Image.Image, config: TilingConfig = DEFAULT_TILING) -> str:
@@ -311,15 +342,12 @@ def image_cache_key(image: Image.Image, config: TilingConfig = DEFAULT_TILING) -
 
     blake2b (128-bit) over a versioned header and ``image.tobytes()``; equal keys mean
     ``preprocess_image`` gives equal output, so it can key a cache of vision features.
+    Computed on every call, except for images passed to `freeze_image` (computed once).
     """
     if not isinstance(image, Image.Image):
         raise ImageInputError(f"expected a PIL.Image.Image, got {type(image).__name__}")
-    memo = image.info.get(IMMUTABLE_INFO_KEY)
-    if isinstance(memo, dict):
-        if config not in memo:
-            memo[config] = _pixel_key(image, config)
-        return memo[config]
-    return _pixel_key(image, config)
+    frozen = _FROZEN.key(image, config)
+    return frozen if frozen is not None else _pixel_key(image, config)
 
 
 def _pixel_key(image: Image.Image, config: TilingConfig) -> str:

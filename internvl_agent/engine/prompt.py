@@ -82,8 +82,3 @@ def render_segments(
     if add_generation_prompt:
         out.append((f"{IM_START}assistant\n{prefill}", True))
     return out
-
-
-def render_prompt(turns: Sequence[Turn], tiles_per_image: Sequence[int], **options) -> str:
-    """The full prompt text (for reading and tests; the engine tokenizes the segments)."""
-    return "".join(text for text, _ in render_segments(turns, tiles_per_image, **options))
