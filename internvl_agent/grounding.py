@@ -188,7 +188,8 @@ def result_from_text(description: str, text: str, image_size: Size) -> Grounding
     """Parse a model's answer into a GroundingResult, with `error` set when it has no box."""
     boxes = parse_boxes(text)
     error = None if boxes else _no_box_reason(text)
-    return GroundingResult(description, text, boxes, tuple(image_size), error)
+    width, height = image_size
+    return GroundingResult(description, text, boxes, (width, height), error)
 
 
 def _no_box_reason(text: str) -> str:

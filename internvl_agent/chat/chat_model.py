@@ -15,10 +15,10 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
@@ -509,15 +509,13 @@ class ChatInternVL(BaseChatModel):
             "max_tokens": self.max_tokens,
         }
 
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
-        params.update(
-            ls_provider=PROVIDER,
-            ls_model_name=kwargs.get("model", self.model),
-            ls_model_type="chat",
-            ls_temperature=kwargs.get("temperature", self.temperature),
-            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
-        )
+        params["ls_provider"] = PROVIDER
+        params["ls_model_name"] = kwargs.get("model", self.model)
+        params["ls_model_type"] = "chat"
+        params["ls_temperature"] = kwargs.get("temperature", self.temperature)
+        params["ls_max_tokens"] = kwargs.get("max_tokens", self.max_tokens)
         stops = stop or kwargs.get("stop") or self.stop
         if stops:
             params["ls_stop"] = list(stops)
@@ -745,7 +743,7 @@ class ChatInternVL(BaseChatModel):
                 ls_structured_output_format={"kwargs": {"method": method}, "schema": tool},
             )
             parser: Runnable = (
-                PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+                PydanticToolsParser(tools=[schema], first_tool_only=True)
                 if is_pydantic
                 else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
             )
@@ -768,9 +766,7 @@ class ChatInternVL(BaseChatModel):
                 },
             )
             parser = (
-                PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
-                if is_pydantic
-                else JsonOutputParser()
+                PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
             )
         else:
             raise ValueError(
@@ -791,7 +787,7 @@ def _json_schema(schema: dict[str, Any] | type) -> dict[str, Any]:
     if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
         return schema.model_json_schema()  # pydantic v2
     if isinstance(schema, type) and is_basemodel_subclass(schema):
-        return schema.schema()  # pydantic v1
+        return cast(Any, schema).schema()  # pydantic v1
     if isinstance(schema, dict) and "function" in schema:
         return schema["function"].get("parameters", {})
     if isinstance(schema, dict) and ("properties" in schema or "type" in schema):
@@ -818,9 +814,7 @@ def _normalize_tool_choice(choice: Any, names: list[str]) -> str:
 @functools.lru_cache(maxsize=64)
 def _field_adapter(name: str) -> TypeAdapter:
     field = ChatInternVL.model_fields[name]
-    if not field.metadata:
-        return TypeAdapter(field.annotation)
-    return TypeAdapter(Annotated[(field.annotation, *field.metadata)])
+    return TypeAdapter(field.rebuild_annotation())
 
 
 def _checked(name: str, value: Any) -> Any:

@@ -531,7 +531,8 @@ def _image_from_openai(block: dict[str, Any], options: ImageLoadOptions) -> Imag
 
 def _file_mime_type(block: dict[str, Any]) -> str | None:
     """The MIME type of a ``file`` block: declared, from a data: URL, or guessed from a name."""
-    nested = block.get("file") if isinstance(block.get("file"), dict) else {}
+    file_part = block.get("file")
+    nested: dict[str, Any] = file_part if isinstance(file_part, dict) else {}
     for candidate in (block.get("url"), nested.get("file_data")):
         if isinstance(candidate, str) and candidate.startswith("data:"):
             return _parse_data_url(candidate)[0] or None

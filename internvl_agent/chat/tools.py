@@ -37,8 +37,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.messages import InvalidToolCall
 from langchain_core.messages.tool import (
-    InvalidToolCall,
     ToolCall,
     ToolCallChunk,
     invalid_tool_call,
@@ -224,12 +224,12 @@ class _Collector:
             return [self._invalid(None, raw, error)]
         events: list[StreamEvent] = []
         for value in values:
-            name, args, error = _call_from_object(value, self.tool_names)
-            if error is None:
+            name, args, problem = _call_from_object(value, self.tool_names)
+            if problem is None:
                 assert name is not None and args is not None
                 events.append(self._valid(name, args))
             else:
-                events.append(self._invalid(name, raw, error))
+                events.append(self._invalid(name, raw, problem))
         return events
 
     def _valid(self, name: str, args: dict) -> ToolCallEvent:

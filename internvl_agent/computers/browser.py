@@ -443,11 +443,11 @@ class BrowserComputer(Computer):
                 return ActionOutcome(False, message, self.current_url())
         self._settle()
         title = self._title()
-        news, url = self._news(page), self.current_url()
+        news, now = self._news(page), self.current_url()
         if response is not None and response.status >= 400:
             status = f"HTTP {response.status} {response.status_text}".rstrip()
-            return ActionOutcome(False, f"{target} answered {status} ({title}){news}", url)
-        return ActionOutcome(True, f"navigated to {url} ({title}){news}", url)
+            return ActionOutcome(False, f"{target} answered {status} ({title}){news}", now)
+        return ActionOutcome(True, f"navigated to {now} ({title}){news}", now)
 
     def go_back(self) -> ActionOutcome:
         """Go back one entry in the active tab's history."""

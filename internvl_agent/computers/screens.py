@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from internvl_agent.coordinates import PixelMap, Size, round_half_up
@@ -50,7 +51,7 @@ class Rect:
     def size(self) -> Size:
         return self.width, self.height
 
-    def contains(self, x: float, y: float) -> bool:
+    def contains(self, x: float | Fraction, y: float | Fraction) -> bool:
         """Whether the point lies in the rectangle."""
         return self.left <= x < self.right and self.top <= y < self.bottom
 

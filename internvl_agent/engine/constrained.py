@@ -507,8 +507,8 @@ def apply_bitmask(
                 np.putmask(values[i, :width], ~allowed.view(bool), -np.inf)
     else:
         index = torch.tensor(rows, device=scores.device)
-        allowed = _unpack(bitmask[rows].to(scores.device), width)
-        scores[index, :width] = scores[index, :width].masked_fill(~allowed, float("-inf"))
+        allowed_rows = _unpack(bitmask[rows].to(scores.device), width)
+        scores[index, :width] = scores[index, :width].masked_fill(~allowed_rows, float("-inf"))
     if scores.shape[-1] > width:
         scores[rows, width:] = float("-inf")
 

@@ -198,7 +198,8 @@ class InternVLEngine:
 
     def _prepare_image(self, image: Any, tiling: TilingConfig) -> PreparedImage:
         key = image_cache_key(image, tiling)
-        prepared = PreparedImage(key, image, tiling, tile_count(*image.size, tiling))
+        width, height = image.size
+        prepared = PreparedImage(key, image, tiling, tile_count(width, height, tiling))
         if key not in self.vision_cache:
             prepared.pixel_values = self._pixels(image, tiling)
         return prepared
@@ -268,7 +269,8 @@ class InternVLEngine:
                     break
                 self._cond.wait(left)
             first = self._pending.popleft()
-            batch, rest = [first], deque()
+            batch: list[Any] = [first]
+            rest: deque[Any] = deque()
             while self._pending:
                 item = self._pending.popleft()
                 same = item.batch_key() == first.batch_key()
@@ -363,7 +365,7 @@ class InternVLEngine:
         """Features of every image in order; the vision tower runs once per uncached image."""
         import torch
 
-        found = {img.key: self.vision_cache.get(img.key) for img in images}
+        found: dict[str, Any] = {img.key: self.vision_cache.get(img.key) for img in images}
         missing = list({img.key: img for img in images if found[img.key] is None}.values())
         if missing:
             pixels = [

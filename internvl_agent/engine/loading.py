@@ -143,7 +143,7 @@ def read_config(checkpoint: str, revision: str | None = None) -> dict[str, Any]:
     try:
         from huggingface_hub import hf_hub_download
 
-        path = hf_hub_download(checkpoint, "config.json", revision=revision)
+        path = Path(hf_hub_download(checkpoint, "config.json", revision=revision))
     except Exception as exc:  # offline, unknown repo, gated, network...
         raise CheckpointError(
             f"could not get {checkpoint!r} from the Hugging Face hub ({type(exc).__name__}: "
@@ -244,9 +244,9 @@ def load_model(spec: LoadSpec) -> LoadedModel:
             "native InternVL checkpoint (config.json, tokenizer files, *.safetensors)."
         ) from exc
     if device_map is None and quant is None:
-        model = model.to(device)
+        model = model.to(torch.device(device))
     model.eval()
-    input_device = model.get_input_embeddings().weight.device
+    input_device: torch.device = model.get_input_embeddings().weight.device
     name = Path(spec.checkpoint.rstrip("/")).name
     return LoadedModel(model, tokenizer, spec, torch.device(input_device), dtype, name)
 

@@ -722,7 +722,8 @@ def run_miniwob_eval(
                 keep_records=record_dir is not None,
                 agent_kwargs=dict(agent_kwargs or {}),
             )
-            browser = _BrowserOptions(tuple(viewport), device_scale_factor, headless, browser_path)
+            width, height = viewport
+            browser = _BrowserOptions((width, height), device_scale_factor, headless, browser_path)
             workers = [
                 _Worker(model_factory, browser, settings, on_episode) for _ in range(workers_count)
             ]
