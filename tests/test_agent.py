@@ -7,6 +7,7 @@ builder, safety rules, reply reader and prompt loader are tested everywhere.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import logging
@@ -24,11 +25,9 @@ from browser_support import WEBAPP, load_webapp_serve, needs_browser, skip_witho
 from langchain_core.messages import AIMessage
 from PIL import Image
 
-from internvl_agent.actions import BROWSER_ACTIONS
+from internvl_agent.actions import BROWSER_ACTIONS, read_reply
 from internvl_agent.agent import AgentResult, DomainPolicy, GUIAgent, RiskyKeys, Secrets
-from internvl_agent.agent.history import History, ScreenFrame, build_messages
-from internvl_agent.agent.output import read_reply
-from internvl_agent.agent.result import HistoryEntry
+from internvl_agent.agent.history import History, HistoryEntry, ScreenFrame, build_messages
 from internvl_agent.agent.safety import UnknownSecretError
 from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
 from internvl_agent.computers.browser import BrowserComputer
@@ -693,8 +692,16 @@ def test_arun_with_async_callbacks(tmp_path: Path) -> None:
     _check_record(result)
 
 
+def _shot(png: bytes, url: str, title: str | None = None) -> Screenshot:
+    return Screenshot(Image.new("RGB", (4, 3)), url=url, title=title, png=png)
+
+
 def _frame(step: int) -> ScreenFrame:
-    return ScreenFrame(step, f"data:image/png;base64,IMG{step}", f"http://x/{step}", "T")
+    return ScreenFrame(step, _shot(f"IMG{step}".encode(), f"http://x/{step}", "T"))
+
+
+def _url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def test_history_keeps_all_text_but_only_the_last_k_images() -> None:
@@ -705,7 +712,7 @@ def test_history_keeps_all_text_but_only_the_last_k_images() -> None:
     messages = build_messages("SYSTEM", "the task", history, step=8, reminder="fix it")
 
     assert [m.type for m in messages] == ["system", "human"]
-    assert image_urls(messages) == [f"data:image/png;base64,IMG{n}" for n in (5, 6, 7)]
+    assert image_urls(messages) == [_url(f"IMG{n}".encode()) for n in (5, 6, 7)]
     text = message_text(messages)
     assert all(f"Step {n}: click at ({n}, 1) -> OK: ok {n}" in text for n in range(1, 8))
     assert "Current screenshot, before step 8 (http://x/7" in text
@@ -728,11 +735,13 @@ def test_history_cost_grows_only_with_text() -> None:
 def test_history_redacts_text_but_not_images() -> None:
     secrets = Secrets({"pw": "abc-123"})
     history = History(max_images=1)
-    history.add_frame(ScreenFrame(1, "data:image/png;base64,abc-123", "http://x/?q=abc-123"))
+    shot = _shot(b"abc-123", "http://x/?q=abc-123")
+    history.add_frame(ScreenFrame(1, shot))
     messages = build_messages("sys abc-123", "task", history, step=1, redact=secrets.redact)
     assert "abc-123" not in message_text(messages)
     assert "<secret:pw>" in message_text(messages)
-    assert image_urls(messages) == ["data:image/png;base64,abc-123"]
+    assert image_urls(messages) == [shot.data_url()]
+    assert base64.b64decode(shot.data_url().split(",")[1]) == b"abc-123"  # image data untouched
 
 
 def test_old_entries_are_shortened_the_last_is_full() -> None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from internvl_agent.agent.loop import model_name
+from internvl_agent.agent.agent import model_name
 from internvl_agent.cli_options import DeviceOption, ModelOption
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.evaluation.report import ratio, write_json
