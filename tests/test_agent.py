@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import itertools
 import json
 import logging
@@ -931,3 +932,63 @@ def test_grounding_max_tiles_only_changes_grounding_calls() -> None:
     assert agent.grounding_kwargs == {"max_tiles": 12}
     with pytest.raises(ConfigurationError, match="grounding_max_tiles"):
         GUIAgent(_Model(messages=iter([])), _Screen(), grounding_max_tiles=0)
+
+
+def test_screenshot_is_encoded_once_and_sent_in_the_models_form() -> None:
+    image = Image.new("P", (8, 6))  # a mode PNG data URLs do not keep as is: converted once
+    shot = Screenshot(image, url="http://x/")
+    png = shot.png_bytes()
+    assert shot.png_bytes() is png and shot.data_url() is shot.data_url()
+    assert Image.open(io.BytesIO(png)).size == (8, 6)
+
+    class _PILModel:
+        accepts_pil_images = True
+
+    assert shot.content_block(_PILModel()) == {"type": "image", "image": image}
+    assert shot.content_block(object()) == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()},
+    }
+    given = Screenshot(image, png=b"the computer's own PNG")
+    assert given.png_bytes() == b"the computer's own PNG"
+    history = History(max_images=1)
+    history.add_frame(ScreenFrame(1, shot))
+    [_, human] = build_messages("S", "t", history, step=1, model=_PILModel())
+    assert {"type": "image", "image": image} in human.content
+
+
+class _RaisingComputer(FakeComputer):
+    """Clicks raise; asking for the URL raises too."""
+
+    def click(self, x: int, y: int, *, button: str = "left", clicks: int = 1) -> ActionOutcome:
+        raise TimeoutError("the page hung")
+
+    def current_url(self) -> str | None:
+        raise RuntimeError("no page")
+
+
+def test_a_computer_exception_becomes_a_failed_outcome(tmp_path: Path) -> None:
+    model = ScriptedModel(script=[call("click", x=500, y=500), done("gave up")])
+    agent = GUIAgent(model, _RaisingComputer(), record_dir=tmp_path)
+    result = agent.run("Click the middle")
+    assert result.status == "done"
+    [entry] = result.history
+    assert entry.ok is False and entry.message == "click raised TimeoutError: the page hung"
+    _check_record(result)
+
+
+def test_a_failing_report_keeps_the_result_and_run_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import internvl_agent.agent.agent as agent_module
+
+    def broken(*args: Any, **kwargs: Any) -> Path:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(agent_module, "write_report", broken)
+    agent = GUIAgent(ScriptedModel(script=[done("ok")]), FakeComputer(), record_dir=tmp_path)
+    result = agent.run("Nothing")
+    assert result.status == "done" and result.record_path is not None
+    info = json.loads((result.record_path / "run.json").read_text())
+    assert info["status"] == "done" and info["report"] is None
+    assert not (result.record_path / "report.html").exists()
