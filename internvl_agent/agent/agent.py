@@ -88,7 +88,7 @@ from internvl_agent.agent.safety import (
     Secrets,
     UnknownSecretError,
     Visits,
-    ask_user,
+    ask_human,
     redact_value,
 )
 from internvl_agent.computers.base import ActionOutcome, Box, Computer, Point, Screenshot
@@ -593,7 +593,7 @@ class GUIAgent:
             logger.info("step %d: %s", index, self.redact(action.describe()))
             return ("done" if action.success else "failed", action.answer, None)
         if isinstance(action, AskUser):
-            outcome = yield from ask_user(self.ask_user, action.question, self.callback_timeout)
+            outcome = yield from ask_human(self.ask_user, action.question, self.callback_timeout)
         else:
             outcome = yield from self._act(run, step, action, shot)
         if reply.extra_calls:

@@ -56,7 +56,7 @@ __all__ = [
     "UnknownSecretError",
     "Visits",
     "approved",
-    "ask_user",
+    "ask_human",
     "confirm",
     "host_of",
     "make_redactor",
@@ -361,7 +361,7 @@ def confirm(
     return None if approved(reply.value) else "the user declined"
 
 
-def ask_user(callback: Callable[[str], Any] | None, question: str, timeout: float | None) -> Steps:
+def ask_human(callback: Callable[[str], Any] | None, question: str, timeout: float | None) -> Steps:
     """The outcome of the ask_user action: the user's answer, or why there is none."""
     if callback is None:
         return ActionOutcome(
