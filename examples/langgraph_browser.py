@@ -27,12 +27,12 @@ from internvl_agent.actions import (
     BROWSER_ACTIONS,
     ActionValidationError,
     action_tools,
+    execute,
     parse_action,
 )
-from internvl_agent.agent.execute import execute
 from internvl_agent.computers.base import Computer
 from internvl_agent.coordinates import norm_to_pixels
-from internvl_agent.grounding import ground, image_to_data_url
+from internvl_agent.grounding import ground
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,7 +53,7 @@ def build_graph(llm: BaseChatModel, computer: Computer, task: str):
         latest["image"] = shot.image
         content = [
             {"type": "text", "text": f"Task: {task}\nCurrent screenshot (x, y are 0..1000):"},
-            {"type": "image_url", "image_url": {"url": image_to_data_url(shot.image)}},
+            shot.content_block(llm),  # the PIL image for ChatInternVL, else a PNG data URL
         ]
         return {"messages": [HumanMessage(content)], "screen_size": shot.size}
 

@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "ChatInternVL": "internvl_agent.chat.chat_model",
-    "GUIAgent": "internvl_agent.agent.loop",
-    "AgentResult": "internvl_agent.agent.result",
+    "GUIAgent": "internvl_agent.agent.agent",
+    "AgentResult": "internvl_agent.agent.agent",
     "BrowserComputer": "internvl_agent.computers.browser",
     "DesktopComputer": "internvl_agent.computers.desktop",
     "ground": "internvl_agent.grounding",

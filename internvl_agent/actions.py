@@ -6,8 +6,9 @@ takes a point also accepts `element`, a text description the agent grounds on th
 when both are given the point is used (`point` below) and `element` is kept for the record.
 
 `parse_action` validates a tool call and, when it is wrong, raises `ActionValidationError` with a
-message written to be fed back to the model. `action_tools` gives the same schemas as LangChain
-tools, so LangGraph or `create_agent` users can reuse them.
+message written to be fed back to the model; `read_reply` does the same for a whole model reply
+and never raises. `action_tools` gives the same schemas as LangChain tools, so LangGraph or
+`create_agent` users can reuse them. `execute` runs a validated action on a Computer.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from annotated_types import Interval
+from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool, StructuredTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -32,13 +34,18 @@ from pydantic import (
     model_validator,
 )
 
+from internvl_agent.computers.base import ActionOutcome, Computer
+from internvl_agent.coordinates import Point
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
+from internvl_agent.grounding import reply_text
+from internvl_agent.records import truncate
 from internvl_agent.urls import normalize_url
 
 __all__ = [
     "ACTION_MODELS",
     "BROWSER_ACTIONS",
     "DESKTOP_ACTIONS",
+    "POINTER_ACTIONS",
     "Action",
     "ActionValidationError",
     "AskUser",
@@ -46,15 +53,17 @@ __all__ = [
     "Done",
     "Drag",
     "GoBack",
+    "ModelReply",
     "Navigate",
     "PressKey",
     "Scroll",
     "TargetedAction",
     "TypeText",
     "Wait",
-    "action_schemas",
     "action_tools",
+    "execute",
     "parse_action",
+    "read_reply",
 ]
 
 
@@ -510,6 +519,150 @@ def action_tools(names: Iterable[str] = BROWSER_ACTIONS) -> list[BaseTool]:
     return [_make_tool(name) for name in _check_names(names)]
 
 
-def action_schemas(names: Iterable[str] = BROWSER_ACTIONS) -> list[dict[str, Any]]:
-    """OpenAI-style tool dicts ({"type": "function", "function": {...}}) for the actions."""
-    return [convert_to_openai_tool(tool) for tool in action_tools(names)]
+# --- reading a model reply ---------------------------------------------------------------
+
+_ONE_CALL = "Reply with exactly one tool call, e.g. click with x and y (0..1000) or element."
+
+
+@dataclass
+class ModelReply:
+    """A model reply as the agent sees it; `error` (for the model) when it has no usable call."""
+
+    raw: str  # text and tool calls as the model wrote them, for the record
+    text: str = ""  # the reply's plain text (reasoning), if any
+    tool_name: str | None = None
+    tool_args: dict[str, Any] | None = None
+    action: Action | None = None
+    error: str | None = None
+    extra_calls: int = 0  # tool calls beyond the first, which are ignored
+
+
+def _dump(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _raw(text: str, calls: list[dict], invalid: list[dict]) -> str:
+    parts = [text] if text else []
+    parts += [f"tool call: {c.get('name')} {_dump(c.get('args'))}" for c in calls]
+    parts += [
+        f"invalid tool call: {c.get('name')} {c.get('args')!s} ({c.get('error')})" for c in invalid
+    ]
+    return "\n".join(parts)
+
+
+def read_reply(message: Any, allowed: Iterable[str]) -> ModelReply:
+    """The first tool call of `message` validated into an Action, or the reason it can't be.
+
+    Never raises on the model's output: every problem becomes `ModelReply.error`, a message
+    written to be shown to the model on its next try.
+    """
+    try:
+        return _read(message, list(allowed))
+    except Exception as exc:  # a reply shape nobody foresaw must not end the run
+        return ModelReply(
+            raw=truncate(repr(message), 2000),
+            error=f"Your reply could not be read ({type(exc).__name__}: {exc}). {_ONE_CALL}",
+        )
+
+
+def _read(message: Any, allowed: list[str]) -> ModelReply:
+    text = reply_text(message).strip()
+    is_ai = isinstance(message, AIMessage)
+    calls = list(getattr(message, "tool_calls", None) or []) if is_ai else []
+    invalid = list(getattr(message, "invalid_tool_calls", None) or []) if is_ai else []
+    reply = ModelReply(raw=_raw(text, calls, invalid), text=text)
+    if calls:
+        first = calls[0]
+        reply.tool_name = str(first.get("name") or "")
+        args = first.get("args")
+        reply.tool_args = dict(args) if isinstance(args, dict) else {"_raw": args}
+        reply.extra_calls = len(calls) - 1
+        try:
+            reply.action = parse_action(reply.tool_name, args, allowed=allowed)
+        except ActionValidationError as exc:
+            reply.error = str(exc)
+        return reply
+    if invalid:
+        bad = invalid[0]
+        reply.tool_name = str(bad.get("name") or "") or None
+        reply.tool_args = {"_raw": bad.get("args")}
+        why = f" ({bad['error']})" if bad.get("error") else ""
+        reply.error = (
+            f"Your tool call could not be parsed{why}: name={bad.get('name')!r}, "
+            f"arguments={truncate(str(bad.get('args')), 300)!r}. The arguments must be one "
+            f"JSON object. {_ONE_CALL}"
+        )
+        return reply
+    if text:
+        reply.error = (
+            f"Your reply was text without a tool call: {truncate(text, 300)!r}. Do not "
+            f"describe the action, call the tool. {_ONE_CALL}"
+        )
+    else:
+        reply.error = f"Your reply was empty. {_ONE_CALL}"
+    return reply
+
+
+# --- execution ---------------------------------------------------------------------------
+
+POINTER_ACTIONS = (Click, Scroll, Drag)
+"""Actions whose successful outcome message only repeats the pixel point."""
+
+
+def execute(
+    computer: Computer,
+    action: Action,
+    *,
+    point: Point | None = None,
+    end: Point | None = None,
+    text: str | None = None,
+) -> ActionOutcome:
+    """Run `action` on `computer`: `point` is its target (drag: start) and `end` the drag end,
+    in screenshot pixels; `text` is type_text's text with secrets substituted.
+
+    `done` and `ask_user` are not computer actions (the agent handles them). Exceptions from
+    the computer propagate; the GUIAgent turns them into failed outcomes.
+    """
+    if isinstance(action, Click):
+        assert point is not None
+        return computer.click(*point, button=action.button, clicks=action.clicks)
+    if isinstance(action, TypeText):
+        return _type(computer, action, point, action.text if text is None else text)
+    if isinstance(action, PressKey):
+        return computer.press_key(action.keys)
+    if isinstance(action, Scroll):
+        x, y = point if point is not None else (None, None)
+        return computer.scroll(action.direction, action.amount, x, y)
+    if isinstance(action, Drag):
+        assert point is not None and end is not None
+        return computer.drag(*point, *end)
+    if isinstance(action, Navigate):
+        return computer.navigate(action.url)
+    if isinstance(action, GoBack):
+        return computer.go_back()
+    if isinstance(action, Wait):
+        return computer.wait(action.seconds)
+    return ActionOutcome(False, f"{action.tool_name} cannot be executed on the computer")
+
+
+def _type(computer: Computer, action: TypeText, point: Point | None, text: str) -> ActionOutcome:
+    """Click the field (when targeted), type, press Enter (when submit)."""
+    messages: list[str] = []
+    if point is not None:
+        clicked = computer.click(*point)
+        if not clicked.ok:
+            message = f"clicking the field failed: {clicked.message}"
+            return ActionOutcome(False, message, clicked.url, abort=clicked.abort)
+        messages.append("clicked the field")
+    typed = computer.type_text(text)
+    messages.append(typed.message)
+    if not typed.ok:
+        return ActionOutcome(False, "; ".join(messages), typed.url, abort=typed.abort)
+    if action.submit:
+        pressed = computer.press_key("Enter")
+        messages.append(pressed.message)
+        return ActionOutcome(pressed.ok, "; ".join(messages), pressed.url, abort=pressed.abort)
+    return ActionOutcome(True, "; ".join(messages), typed.url)

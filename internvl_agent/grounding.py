@@ -218,19 +218,24 @@ def image_to_data_url(image: Image.Image) -> str:
 
 
 def grounding_message(
-    image: Image.Image | str, description: str, prompt: str = GROUNDING_PROMPT
+    image: Image.Image | str | dict[str, Any], description: str, prompt: str = GROUNDING_PROMPT
 ) -> HumanMessage:
     """The user message asking for a box: the image block first, then the prompt.
 
-    `image` is a PIL image or an already encoded data URL; `{description}` in `prompt` is
-    replaced (other braces in a custom prompt are left alone).
+    `image` is a PIL image, an already encoded data URL, or a ready image content block
+    (Screenshot.content_block); `{description}` in `prompt` is replaced (other braces in a
+    custom prompt are left alone).
     """
     if not description or not description.strip():
         raise ConfigurationError("grounding needs a non-empty description of the target")
-    url = image if isinstance(image, str) else image_to_data_url(image)
+    if isinstance(image, dict):
+        block = image
+    else:
+        url = image if isinstance(image, str) else image_to_data_url(image)
+        block = {"type": "image_url", "image_url": {"url": url}}
     return HumanMessage(
         content=[
-            {"type": "image_url", "image_url": {"url": url}},
+            block,
             {"type": "text", "text": prompt.replace("{description}", description.strip())},
         ]
     )

@@ -7,10 +7,10 @@ Layout of one run folder (``root/<YYYYmmdd-HHMMSS>-<id>/``)::
     step-001.png          the screenshot the model saw at step 1 (lossless)
     step-001-marked.png   the same with the action point and grounded box drawn on it
                           (``.jpg`` instead when that is smaller for a large, photo-like shot)
-    report.html           self-contained replay, written by finish()
+    report.html           self-contained replay (report.write_report, called after finish())
 
-Every string written (run.json, steps.jsonl, report) goes through the recorder's ``redact``
-function first; see :func:`make_redactor`. Screenshots are pixels and are not redacted.
+The recorder writes what it is given: the agent hands it text already redacted (see
+agent/safety.py). Screenshots are pixels and are not redacted.
 """
 
 from __future__ import annotations
@@ -20,18 +20,19 @@ import io
 import json
 import logging
 import os
-import re
 import secrets as _secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
 
-from PIL import Image, ImageDraw
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from internvl_agent.coordinates import Box, Point
+from internvl_agent.grounding import draw_box
 
 logger = logging.getLogger(__name__)
 
@@ -43,54 +44,7 @@ RUNNING = "running"
 # A marked screenshot whose PNG is larger than this is also tried as JPEG; the smaller is kept.
 MARKED_PNG_LIMIT = 512 * 1024
 
-Redactor = Callable[[str], str]
 Num = int | float
-
-
-# --------------------------------------------------------------------------- redaction
-
-
-def make_redactor(secrets: Mapping[str, str]) -> Redactor:
-    """Return a function replacing each secret value with ``<secret:NAME>``.
-
-    Values are matched longest first in one pass; empty values are ignored. Applying it
-    twice changes nothing. URL-encoded forms of a value are redacted too, since values
-    typed into forms often come back in URLs.
-    """
-    names: dict[str, str] = {}
-    for name, value in secrets.items():
-        if not value:
-            continue
-        for form in (value, quote(value, safe=""), quote_plus(value)):
-            names.setdefault(form, name)
-    if not names:
-        return _identity
-    # Placeholders already written are matched as themselves, which makes redaction idempotent.
-    subs = {f"<secret:{name}>": f"<secret:{name}>" for name in names.values()}
-    subs.update({value: f"<secret:{name}>" for value, name in names.items()})
-    pattern = re.compile("|".join(re.escape(v) for v in sorted(subs, key=len, reverse=True)))
-
-    def redact(text: str) -> str:
-        return pattern.sub(lambda m: subs[m.group(0)], text)
-
-    return redact
-
-
-def redact_value(value: Any, redact: Redactor | None) -> Any:
-    """Apply ``redact`` to every string in nested dicts/lists/tuples (keys included)."""
-    if redact is None:
-        return value
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {redact_value(k, redact): redact_value(v, redact) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_value(v, redact) for v in value]
-    return value
-
-
-def _identity(text: str) -> str:
-    return text
 
 
 # --------------------------------------------------------------------------- records
@@ -302,33 +256,6 @@ def truncate(text: str, max_chars: int) -> str:
 # --------------------------------------------------------------------------- screenshots
 
 
-def mark_screenshot(
-    image: Image.Image,
-    point: tuple[int, int] | None = None,
-    box: tuple[Num, Num, Num, Num] | None = None,
-) -> Image.Image:
-    """A copy of ``image`` with ``box`` outlined (amber) and ``point`` marked (red circle and
-    crosshair). Both are in screenshot pixels; each line has a halo so it shows on any
-    background."""
-    img = image.convert("RGB")
-    draw = ImageDraw.Draw(img)
-    w = max(2, round(max(img.size) / 500))
-    if box is not None:
-        x1, x2 = sorted((box[0], box[2]))
-        y1, y2 = sorted((box[1], box[3]))
-        draw.rectangle((x1, y1, x2, y2), outline=(0, 0, 0), width=w + 2)
-        draw.rectangle((x1 + 1, y1 + 1, x2 - 1, y2 - 1), outline=(255, 176, 0), width=w)
-    if point is not None:
-        x, y = point
-        r = 6 * w + 6
-        arm = r + 4 * w
-        for colour, width in (((255, 255, 255), w + 2), ((230, 0, 0), w)):
-            draw.ellipse((x - r, y - r, x + r, y + r), outline=colour, width=width)
-            draw.line((x - arm, y, x + arm, y), fill=colour, width=width)
-            draw.line((x, y - arm, x, y + arm), fill=colour, width=width)
-    return img
-
-
 def _encode_marked(img: Image.Image) -> tuple[bytes, str]:
     """PNG, or JPEG where the PNG is large and the JPEG smaller (photo-like screens)."""
     png = _encode(img, "PNG")
@@ -351,7 +278,8 @@ class RunRecorder:
     """Writes one agent run to ``root/<YYYYmmdd-HHMMSS>-<id>/`` as it happens.
 
     run.json is written at once with status "running", each step is appended to steps.jsonl
-    when it ends, and ``finish()`` rewrites run.json and writes report.html.
+    when it ends, and ``finish()`` rewrites run.json with the final status; the caller then
+    writes report.html (``report.write_report(recorder.path)``).
     """
 
     def __init__(
@@ -360,9 +288,7 @@ class RunRecorder:
         *,
         task: str,
         meta: Mapping[str, Any] | None = None,
-        redact: Redactor | None = None,
     ) -> None:
-        self._redact = redact
         self._path, self._id = _make_run_dir(Path(root))
         self._task = task
         self._meta = dict(meta or {})
@@ -371,6 +297,7 @@ class RunRecorder:
         self._totals = RunTotals()
         self._step_count = 0
         self._status = RUNNING
+        self._final: RunInfo | None = None
         (self._path / STEPS_FILE).touch()
         self._write_run_json(self._info())
 
@@ -398,8 +325,8 @@ class RunRecorder:
         self,
         index: int,
         image: Image.Image,
-        point: tuple[int, int] | None = None,
-        box: tuple[Num, Num, Num, Num] | None = None,
+        point: Point | None = None,
+        box: Box | None = None,
         *,
         png: bytes | None = None,
     ) -> tuple[str, str]:
@@ -412,7 +339,7 @@ class RunRecorder:
             raise ValueError(f"step index must be >= 0, got {index}")
         raw_name = f"step-{index:03d}.png"
         atomic_write(self._path / raw_name, png if png is not None else _encode(image, "PNG"))
-        data, ext = _encode_marked(mark_screenshot(image, point, box))
+        data, ext = _encode_marked(draw_box(image, box=box, point=point))
         marked_name = f"step-{index:03d}-marked.{ext}"
         atomic_write(self._path / marked_name, data)
         return raw_name, marked_name
@@ -428,14 +355,9 @@ class RunRecorder:
         self._step_count += 1
         self._totals.add(step)
 
-    def finish(
-        self, status: str, answer: str | None = None, error: str | None = None
-    ) -> Path | None:
-        """Mark the run ended ("done", "failed", "error", ...), rewrite run.json and write
-        report.html. Returns the report path, or None when the report could not be written
-        (logged; run.json is kept either way)."""
-        from internvl_agent.report import write_report
-
+    def finish(self, status: str, answer: str | None = None, error: str | None = None) -> None:
+        """Mark the run ended ("done", "failed", "error", ...) and rewrite run.json, which
+        names report.html: write it next (``report.write_report``), or call `no_report()`."""
         self._check_open()
         if not status or status == RUNNING:
             raise ValueError(f"finish() needs a final status, not {status!r}")
@@ -444,14 +366,15 @@ class RunRecorder:
         info.ended_at = _now_iso()
         info.duration_s = round(time.monotonic() - self._t0, 3)
         info.report = REPORT_FILE
+        self._final = info
         self._write_run_json(info)
-        try:
-            return write_report(self._path, redact=self._redact)
-        except Exception as exc:  # a report bug must not lose the run's result
-            logger.warning("could not write the report of %s: %s", self._path, exc)
-            info.report = None
-            self._write_run_json(info)
-            return None
+
+    def no_report(self) -> None:
+        """Rewrite run.json of a finished run to say it has no report.html (writing it failed)."""
+        if self._final is None:
+            raise RuntimeError(f"run {self._id} is not finished")
+        self._final.report = None
+        self._write_run_json(self._final)
 
     def __enter__(self) -> RunRecorder:
         return self
@@ -487,9 +410,10 @@ class RunRecorder:
             pid=os.getpid(),
         )
 
-    def _clean(self, data: Any) -> Any:
-        """JSON-safe (unknown objects become str) and redacted."""
-        return redact_value(json.loads(json.dumps(data, default=str)), self._redact)
+    @staticmethod
+    def _clean(data: Any) -> Any:
+        """JSON-safe: unknown objects become str."""
+        return json.loads(json.dumps(data, default=str))
 
     def _write_run_json(self, info: RunInfo) -> None:
         text = json.dumps(self._clean(info.model_dump(mode="json")), ensure_ascii=False, indent=2)

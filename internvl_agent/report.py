@@ -20,14 +20,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from internvl_agent.records import (
-    REPORT_FILE,
-    RUNNING,
-    Redactor,
-    atomic_write,
-    load_run,
-    redact_value,
-)
+from internvl_agent.records import REPORT_FILE, RUNNING, atomic_write, load_run
 
 MAX_EMBED_BYTES = 50_000_000
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -45,18 +38,18 @@ _ENV.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "sort_keys": False}
 def write_report(
     run_dir: str | Path,
     *,
-    redact: Redactor | None = None,
     max_embed_bytes: int = MAX_EMBED_BYTES,
 ) -> Path:
     """Write ``run_dir/report.html`` from run.json and steps.jsonl and return its path.
 
-    Works for finished, failed, crashed (status still "running") and empty runs.
+    Works for finished, failed, crashed (status still "running") and empty runs. The record
+    is already redacted (the agent redacts what it records), so the report is too.
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    info = redact_value(run.info.model_dump(mode="json"), redact)
-    steps = [redact_value(s.model_dump(mode="json"), redact) for s in run.steps]
-    problems = redact_value(list(run.problems), redact)
+    info = run.info.model_dump(mode="json")
+    steps = [s.model_dump(mode="json") for s in run.steps]
+    problems = list(run.problems)
 
     images = [_image_file(run_dir, s) for s in steps]
     embedded_size = sum(p.stat().st_size * 4 // 3 for p in images if p is not None)

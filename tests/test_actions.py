@@ -28,7 +28,6 @@ from internvl_agent.actions import (
     TargetedAction,
     TypeText,
     Wait,
-    action_schemas,
     action_tools,
     parse_action,
 )
@@ -269,9 +268,13 @@ def test_tool_call_with_bad_args_returns_the_model_readable_error() -> None:
     assert "`x`" in result and "1000" in result
 
 
+def _openai_schemas(names: Sequence[str] = BROWSER_ACTIONS) -> list[dict[str, Any]]:
+    return [convert_to_openai_tool(tool) for tool in action_tools(names)]
+
+
 @pytest.mark.parametrize("name", BROWSER_ACTIONS)
 def test_openai_schema(name: str) -> None:
-    [schema] = action_schemas([name])
+    [schema] = _openai_schemas([name])
     assert schema["type"] == "function"
     function = schema["function"]
     assert function["name"] == name
@@ -285,19 +288,13 @@ def test_openai_schema(name: str) -> None:
 
 
 def test_openai_schema_coordinates() -> None:
-    [click] = action_schemas(["click"])
+    [click] = _openai_schemas(["click"])
     x = click["function"]["parameters"]["properties"]["x"]
     [integer] = [s for s in x["anyOf"] if s["type"] == "integer"]
     assert (integer["minimum"], integer["maximum"]) == (0, 1000)
     assert "0..1000" in x["description"] and "latest screenshot" in x["description"]
     clicks = click["function"]["parameters"]["properties"]["clicks"]
     assert (clicks["minimum"], clicks["maximum"]) == (1, 3)
-
-
-def test_action_schemas_match_convert_to_openai_tool() -> None:
-    assert action_schemas(DESKTOP_ACTIONS) == [
-        convert_to_openai_tool(t) for t in action_tools(DESKTOP_ACTIONS)
-    ]
 
 
 class ToolCallingFake(GenericFakeChatModel):
@@ -313,7 +310,7 @@ def test_bind_tools_with_a_fake_model() -> None:
     bound = model.bind_tools(action_tools(), tool_choice="any")
     reply = bound.invoke("click the OK button")
     assert [f["function"]["name"] for f in bound.kwargs["tools"]] == list(BROWSER_ACTIONS)
-    assert bound.kwargs["tools"] == action_schemas()
+    assert bound.kwargs["tools"] == _openai_schemas()
     assert bound.kwargs["tool_choice"] == "any"
     [tool_call] = reply.tool_calls
     action = parse_action(tool_call["name"], tool_call["args"])

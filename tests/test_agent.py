@@ -7,6 +7,8 @@ builder, safety rules, reply reader and prompt loader are tested everywhere.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import itertools
 import json
 import logging
@@ -24,11 +26,9 @@ from browser_support import WEBAPP, load_webapp_serve, needs_browser, skip_witho
 from langchain_core.messages import AIMessage
 from PIL import Image
 
-from internvl_agent.actions import BROWSER_ACTIONS
+from internvl_agent.actions import BROWSER_ACTIONS, read_reply
 from internvl_agent.agent import AgentResult, DomainPolicy, GUIAgent, RiskyKeys, Secrets
-from internvl_agent.agent.history import History, ScreenFrame, build_messages
-from internvl_agent.agent.output import read_reply
-from internvl_agent.agent.result import HistoryEntry
+from internvl_agent.agent.history import History, HistoryEntry, ScreenFrame, build_messages
 from internvl_agent.agent.safety import UnknownSecretError
 from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
 from internvl_agent.computers.browser import BrowserComputer
@@ -693,8 +693,16 @@ def test_arun_with_async_callbacks(tmp_path: Path) -> None:
     _check_record(result)
 
 
+def _shot(png: bytes, url: str, title: str | None = None) -> Screenshot:
+    return Screenshot(Image.new("RGB", (4, 3)), url=url, title=title, png=png)
+
+
 def _frame(step: int) -> ScreenFrame:
-    return ScreenFrame(step, f"data:image/png;base64,IMG{step}", f"http://x/{step}", "T")
+    return ScreenFrame(step, _shot(f"IMG{step}".encode(), f"http://x/{step}", "T"))
+
+
+def _url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def test_history_keeps_all_text_but_only_the_last_k_images() -> None:
@@ -705,7 +713,7 @@ def test_history_keeps_all_text_but_only_the_last_k_images() -> None:
     messages = build_messages("SYSTEM", "the task", history, step=8, reminder="fix it")
 
     assert [m.type for m in messages] == ["system", "human"]
-    assert image_urls(messages) == [f"data:image/png;base64,IMG{n}" for n in (5, 6, 7)]
+    assert image_urls(messages) == [_url(f"IMG{n}".encode()) for n in (5, 6, 7)]
     text = message_text(messages)
     assert all(f"Step {n}: click at ({n}, 1) -> OK: ok {n}" in text for n in range(1, 8))
     assert "Current screenshot, before step 8 (http://x/7" in text
@@ -728,11 +736,13 @@ def test_history_cost_grows_only_with_text() -> None:
 def test_history_redacts_text_but_not_images() -> None:
     secrets = Secrets({"pw": "abc-123"})
     history = History(max_images=1)
-    history.add_frame(ScreenFrame(1, "data:image/png;base64,abc-123", "http://x/?q=abc-123"))
+    shot = _shot(b"abc-123", "http://x/?q=abc-123")
+    history.add_frame(ScreenFrame(1, shot))
     messages = build_messages("sys abc-123", "task", history, step=1, redact=secrets.redact)
     assert "abc-123" not in message_text(messages)
     assert "<secret:pw>" in message_text(messages)
-    assert image_urls(messages) == ["data:image/png;base64,abc-123"]
+    assert image_urls(messages) == [shot.data_url()]
+    assert base64.b64decode(shot.data_url().split(",")[1]) == b"abc-123"  # image data untouched
 
 
 def test_old_entries_are_shortened_the_last_is_full() -> None:
@@ -922,3 +932,63 @@ def test_grounding_max_tiles_only_changes_grounding_calls() -> None:
     assert agent.grounding_kwargs == {"max_tiles": 12}
     with pytest.raises(ConfigurationError, match="grounding_max_tiles"):
         GUIAgent(_Model(messages=iter([])), _Screen(), grounding_max_tiles=0)
+
+
+def test_screenshot_is_encoded_once_and_sent_in_the_models_form() -> None:
+    image = Image.new("P", (8, 6))  # a mode PNG data URLs do not keep as is: converted once
+    shot = Screenshot(image, url="http://x/")
+    png = shot.png_bytes()
+    assert shot.png_bytes() is png and shot.data_url() is shot.data_url()
+    assert Image.open(io.BytesIO(png)).size == (8, 6)
+
+    class _PILModel:
+        accepts_pil_images = True
+
+    assert shot.content_block(_PILModel()) == {"type": "image", "image": image}
+    assert shot.content_block(object()) == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()},
+    }
+    given = Screenshot(image, png=b"the computer's own PNG")
+    assert given.png_bytes() == b"the computer's own PNG"
+    history = History(max_images=1)
+    history.add_frame(ScreenFrame(1, shot))
+    [_, human] = build_messages("S", "t", history, step=1, model=_PILModel())
+    assert {"type": "image", "image": image} in human.content
+
+
+class _RaisingComputer(FakeComputer):
+    """Clicks raise; asking for the URL raises too."""
+
+    def click(self, x: int, y: int, *, button: str = "left", clicks: int = 1) -> ActionOutcome:
+        raise TimeoutError("the page hung")
+
+    def current_url(self) -> str | None:
+        raise RuntimeError("no page")
+
+
+def test_a_computer_exception_becomes_a_failed_outcome(tmp_path: Path) -> None:
+    model = ScriptedModel(script=[call("click", x=500, y=500), done("gave up")])
+    agent = GUIAgent(model, _RaisingComputer(), record_dir=tmp_path)
+    result = agent.run("Click the middle")
+    assert result.status == "done"
+    [entry] = result.history
+    assert entry.ok is False and entry.message == "click raised TimeoutError: the page hung"
+    _check_record(result)
+
+
+def test_a_failing_report_keeps_the_result_and_run_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import internvl_agent.agent.agent as agent_module
+
+    def broken(*args: Any, **kwargs: Any) -> Path:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(agent_module, "write_report", broken)
+    agent = GUIAgent(ScriptedModel(script=[done("ok")]), FakeComputer(), record_dir=tmp_path)
+    result = agent.run("Nothing")
+    assert result.status == "done" and result.record_path is not None
+    info = json.loads((result.record_path / "run.json").read_text())
+    assert info["status"] == "done" and info["report"] is None
+    assert not (result.record_path / "report.html").exists()

@@ -18,6 +18,7 @@ from markupsafe import escape
 from PIL import Image
 
 from internvl_agent import records
+from internvl_agent.agent.safety import make_redactor, redact_value
 from internvl_agent.records import (
     ActionRecord,
     GroundingRecord,
@@ -29,8 +30,6 @@ from internvl_agent.records import (
     StepTimings,
     ToolCallRecord,
     load_run,
-    make_redactor,
-    redact_value,
     summarize_messages,
 )
 from internvl_agent.report import write_report
@@ -183,11 +182,12 @@ def test_phase_timer_accumulates_phases_and_rejects_unknown_names() -> None:
         pass
 
 
-def test_finish_rewrites_run_json_with_totals_and_writes_report(tmp_path: Path) -> None:
+def test_finish_rewrites_run_json_with_totals_and_the_report_follows(tmp_path: Path) -> None:
     run = RunRecorder(tmp_path, task="t", meta={"model": "m", "computer": "browser"})
     _add_step(run, 1)
     _add_step(run, 2, ok=False, error="boom")
-    report = run.finish("done", answer="42")
+    run.finish("done", answer="42")
+    report = write_report(run.path)
     assert report == run.path / "report.html" and report.is_file()
     info = json.loads((run.path / "run.json").read_text())
     assert info["status"] == "done" and info["answer"] == "42"
@@ -212,19 +212,23 @@ def test_finish_needs_a_final_status(tmp_path: Path) -> None:
     assert not run.finished
 
 
-def test_finish_keeps_run_json_when_the_report_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import internvl_agent.report as report
-
-    def broken(*args: Any, **kwargs: Any) -> Path:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(report, "write_report", broken)
+def test_no_report_keeps_run_json_and_says_there_is_no_report(tmp_path: Path) -> None:
     run = RunRecorder(tmp_path, task="t")
-    assert run.finish("done") is None
+    with pytest.raises(RuntimeError, match="not finished"):
+        run.no_report()
+    run.finish("done")
+    assert json.loads((run.path / "run.json").read_text())["report"] == "report.html"
+    run.no_report()
     info = json.loads((run.path / "run.json").read_text())
     assert info["status"] == "done" and info["report"] is None
+
+
+def test_records_does_not_import_report() -> None:
+    code = "import sys, internvl_agent.records; print('internvl_agent.report' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE_ROOT, timeout=60
+    )
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_context_manager_finishes_an_open_run_with_the_error(tmp_path: Path) -> None:
@@ -484,32 +488,32 @@ def test_report_links_screenshots_when_too_large_to_embed(browser: Any, tmp_path
 
 
 def test_secrets_never_reach_any_file(browser: Any, tmp_path: Path) -> None:
+    """What the agent hands the recorder (redacted as GUIAgent does) leaves no secret in
+    run.json, steps.jsonl or report.html."""
     password, token = 'p@ss<w"rd&1', "tok-3f9a77c1e2"
     redact = make_redactor({"password": password, "api_token": token, "unused": ""})
     run = RunRecorder(
         tmp_path,
-        task=f"Log in with {password}",
-        meta={"model": "m", "headers": {"Authorization": f"Bearer {token}"}},
-        redact=redact,
+        task=redact(f"Log in with {password}"),
+        meta=redact_value({"model": "m", "headers": {"Authorization": f"Bearer {token}"}}, redact),
     )
     image = _image()
     raw_name, marked_name = run.save_screenshot(1, image, (10, 10))
-    run.record_step(
-        StepRecord(
-            index=1,
-            screenshot=raw_name,
-            marked_screenshot=marked_name,
-            url=f"https://x.test/login?pw={password}&t={token}".replace(" ", "+"),
-            messages_summary=[MessageSummary(role="user", text=f"password is {password}")],
-            raw_model_output=f'type(text="{password}") and {token}',
-            tool_call=ToolCallRecord(name="type", args={"text": password}),
-            action=ActionRecord(name="type_text", args={"text": password, token: [token]}),
-            outcome=OutcomeRecord(ok=False, message=f"typed {password}"),
-            error=f"failed after {token}",
-        )
+    step = StepRecord(
+        index=1,
+        screenshot=raw_name,
+        marked_screenshot=marked_name,
+        url=f"https://x.test/login?pw={password}&t={token}".replace(" ", "+"),
+        messages_summary=[MessageSummary(role="user", text=f"password is {password}")],
+        raw_model_output=f'type(text="{password}") and {token}',
+        tool_call=ToolCallRecord(name="type", args={"text": password}),
+        action=ActionRecord(name="type_text", args={"text": password, token: [token]}),
+        outcome=OutcomeRecord(ok=False, message=f"typed {password}"),
+        error=f"failed after {token}",
     )
-    run.finish("failed", answer=f"used {password}", error=f"token {token} expired")
-    write_report(run.path, redact=redact)
+    run.record_step(StepRecord.model_validate(redact_value(step.model_dump(), redact)))
+    run.finish("failed", answer=redact(f"used {password}"), error=redact(f"token {token} expired"))
+    write_report(run.path)
 
     forms = set()
     for value in (password, token):

@@ -614,7 +614,7 @@ def test_gui_agent_through_chatopenai(openai_llm: Any, tmp_path: Path) -> None:
     reason = browser_skip_reason()
     if reason:
         pytest.skip(f"no browser: {reason}")
-    from internvl_agent.agent.loop import GUIAgent
+    from internvl_agent.agent.agent import GUIAgent
     from internvl_agent.computers.browser import BrowserComputer
 
     spec = importlib.util.spec_from_file_location("webapp_serve", ROOT / "examples/webapp/serve.py")

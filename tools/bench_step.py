@@ -22,13 +22,19 @@ import time
 from PIL import Image, ImageDraw
 
 from internvl_agent.actions import BROWSER_ACTIONS, action_tools
-from internvl_agent.agent.history import History, ScreenFrame, build_messages, render_system_prompt
-from internvl_agent.agent.loop import bind_action_tools
-from internvl_agent.agent.result import HistoryEntry
+from internvl_agent.agent.agent import bind_action_tools
+from internvl_agent.agent.history import (
+    History,
+    HistoryEntry,
+    ScreenFrame,
+    build_messages,
+    render_system_prompt,
+)
 from internvl_agent.chat.chat_model import ChatInternVL
+from internvl_agent.computers.base import Screenshot
 from internvl_agent.engine.engine import register_model
 from internvl_agent.engine.tiny import SIZES, random_model
-from internvl_agent.grounding import ground, image_to_data_url
+from internvl_agent.grounding import ground
 
 TASK = "Log in as alice, open the shop, add the travel mug to the cart and report the total."
 
@@ -60,7 +66,7 @@ def history_at(step: int, max_images: int = 3) -> History:
             )
         )
     for frame in range(max(1, step - max_images + 1), step + 1):
-        history.add_frame(ScreenFrame(frame, image_to_data_url(screenshot(frame))))
+        history.add_frame(ScreenFrame(frame, Screenshot(screenshot(frame))))
     return history
 
 
@@ -89,7 +95,7 @@ def main() -> None:
     tools = action_tools(BROWSER_ACTIONS)
 
     def step_call(llm: ChatInternVL, step: int):
-        messages = build_messages(system, TASK, history_at(step), step=step)
+        messages = build_messages(system, TASK, history_at(step), step=step, model=llm)
         return bind_action_tools(llm, tools).invoke(messages)
 
     print(

@@ -4,13 +4,15 @@ The loop is a generator that yields effects (call the model, do blocking work, a
 and receives their results; `drive_sync` performs them in the calling thread, `drive_async`
 awaits model calls and runs blocking work on one executor (sync Playwright must stay on the
 thread that launched it). An exception raised by an effect is thrown back into the loop at
-the `yield`, where the loop decides what it means.
+the `yield`, where the loop decides what it means; computer calls go through `computer_call`,
+the one place where a computer's exception becomes a failed ActionOutcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import Executor
@@ -20,7 +22,20 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
-__all__ = ["Blocking", "HumanCall", "HumanReply", "ModelCall", "drive_async", "drive_sync"]
+from internvl_agent.computers.base import ActionOutcome
+
+__all__ = [
+    "Blocking",
+    "HumanCall",
+    "HumanReply",
+    "ModelCall",
+    "Steps",
+    "computer_call",
+    "drive_async",
+    "drive_sync",
+]
+
+logger = logging.getLogger("internvl_agent.agent")
 
 
 @dataclass
@@ -57,7 +72,22 @@ class HumanCall:
 
 
 Effect = ModelCall | Blocking | HumanCall
-Loop = Generator[Effect, Any, Any]
+Steps = Generator[Effect, Any, Any]
+"""A generator step of the agent: yields effects, gets their results, returns its value."""
+
+
+def computer_call(what: str, fn: Callable[[], ActionOutcome]) -> Blocking:
+    """Blocking work calling the computer, where an exception becomes a failed outcome
+    ("click raised TimeoutError: ...") so that a broken page never ends the run by itself."""
+
+    def call() -> ActionOutcome:
+        try:
+            return fn()
+        except Exception as exc:
+            logger.warning("%s raised %s", what, type(exc).__name__)
+            return ActionOutcome(False, f"{what} raised {type(exc).__name__}: {exc}")
+
+    return Blocking(call)
 
 
 def _describe(exc: BaseException) -> str:
@@ -130,7 +160,7 @@ async def _perform_async(effect: Effect, executor: Executor) -> Any:
     raise TypeError(f"unknown effect {effect!r}")
 
 
-def drive_sync(loop: Loop) -> Any:
+def drive_sync(loop: Steps) -> Any:
     """Run the loop to its end in this thread; returns its return value."""
     value: Any = None
     error: BaseException | None = None
@@ -145,7 +175,7 @@ def drive_sync(loop: Loop) -> Any:
             value, error = None, exc
 
 
-async def drive_async(loop: Loop, executor: Executor) -> Any:
+async def drive_async(loop: Steps, executor: Executor) -> Any:
     """Run the loop to its end, awaiting model calls and running blocking work on `executor`."""
     value: Any = None
     error: BaseException | None = None

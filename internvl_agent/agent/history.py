@@ -2,8 +2,9 @@
 
 The cost of a step grows with the number of steps only through the text history (one short
 line per past step); at most K screenshots are sent as images, the last one being the
-current screen. Images are OpenAI-style ``image_url`` blocks with PNG data URLs, which
-ChatInternVL and ChatOpenAI (vLLM, lmdeploy) both accept.
+current screen. Each image is the captured Screenshot's `content_block` for the model: the PIL
+image itself for ChatInternVL, an OpenAI-style ``image_url`` PNG data URL for ChatOpenAI
+(vLLM, lmdeploy).
 """
 
 from __future__ import annotations
@@ -11,29 +12,56 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from internvl_agent.actions import ACTION_MODELS
-from internvl_agent.agent.result import HistoryEntry
+from internvl_agent.agent.safety import Redactor
+from internvl_agent.computers.base import Screenshot
 from internvl_agent.prompts import load_prompt
-from internvl_agent.records import Redactor, truncate
+from internvl_agent.records import truncate
 
-__all__ = ["History", "ScreenFrame", "build_messages", "format_entry", "render_system_prompt"]
+__all__ = [
+    "History",
+    "HistoryEntry",
+    "ScreenFrame",
+    "build_messages",
+    "format_entry",
+    "render_system_prompt",
+]
 
 SYSTEM_PROMPT = "agent_system.md"
 OLD_ENTRY_CHARS = 240  # an older history line keeps its first line, cut to this
 LAST_ENTRY_CHARS = 1500  # the latest entry is shown in full, up to this
 
 
-@dataclass(frozen=True)
-class ScreenFrame:
-    """One screenshot as sent to the model."""
+EntryKind = Literal["start", "action", "invalid", "note"]
+
+
+@dataclass
+class HistoryEntry:
+    """One line of the text history the model reads: an action and its outcome.
+
+    kind: "start" (the agent opened start_url), "action" (a valid tool call and its outcome),
+    "invalid" (a reply without a usable tool call), "note" (a warning from the agent).
+    All text is already redacted.
+    """
 
     step: int
-    data_url: str
+    kind: EntryKind
+    action: str = ""
+    ok: bool | None = None
+    message: str = ""
     url: str | None = None
-    title: str | None = None
+
+
+@dataclass(frozen=True)
+class ScreenFrame:
+    """The screenshot taken before `step`, as captured (it is encoded once, when sent)."""
+
+    step: int
+    shot: Screenshot
 
 
 class History:
@@ -80,7 +108,8 @@ def format_entry(entry: HistoryEntry, *, full: bool = False) -> str:
 
 
 def _page(frame: ScreenFrame) -> str:
-    parts = [p for p in (frame.url, frame.title and f"title {frame.title!r}") if p]
+    url, title = frame.shot.url, frame.shot.title
+    parts = [p for p in (url, title and f"title {title!r}") if p]
     return f" ({'; '.join(parts)})" if parts else ""
 
 
@@ -90,13 +119,15 @@ def build_messages(
     history: History,
     *,
     step: int,
+    model: Any = None,
     reminder: str | None = None,
     redact: Redactor | None = None,
 ) -> list[BaseMessage]:
     """[SystemMessage, HumanMessage] for `step`: the task, the text history, then the last K
     screenshots (the current one last), then `reminder` (e.g. why the last reply failed).
 
-    Every text block goes through `redact`; image data is left alone.
+    Images are in the form `model` takes (see Screenshot.content_block). Every text block
+    goes through `redact`; image data is left alone.
     """
     clean = redact or (lambda text: text)
     if not history.frames:
@@ -107,7 +138,7 @@ def build_messages(
     ]
     for frame in frames[:-1]:
         content.append(_text(clean(f"Screenshot taken before step {frame.step}{_page(frame)}:")))
-        content.append(_image(frame.data_url))
+        content.append(frame.shot.content_block(model))
     current = frames[-1]
     content.append(
         _text(
@@ -117,7 +148,7 @@ def build_messages(
             )
         )
     )
-    content.append(_image(current.data_url))
+    content.append(current.shot.content_block(model))
     tail = f"{reminder}\n\n" if reminder else ""
     content.append(_text(clean(f"{tail}Step {step}: call exactly one tool.")))
     return [SystemMessage(content=clean(system_prompt)), HumanMessage(content=content)]
@@ -125,10 +156,6 @@ def build_messages(
 
 def _text(text: str) -> dict:
     return {"type": "text", "text": text}
-
-
-def _image(data_url: str) -> dict:
-    return {"type": "image_url", "image_url": {"url": data_url}}
 
 
 # --------------------------------------------------------------------------- system prompt

@@ -1,4 +1,4 @@
-"""Guards around what the model may do: allowed domains, risky keys, secret placeholders.
+"""Safety of a run: allowed domains, risky keys, secrets and their redaction, the user's say.
 
 Domain patterns (``allowed_domains``), matched against the host (and port) of a page URL:
 
@@ -16,30 +16,56 @@ URLs (``file:``, ``data:``, ``javascript:``...) are blocked whenever an allow li
 Secrets: the model never sees values, only names. It writes ``<secret>NAME</secret>`` (or
 ``<secret:NAME>``, the form records show) in ``type_text`` text and the agent substitutes the
 value when typing. Every text that goes to the model, the logs or the run record passes
-through ``Secrets.redact`` first.
+through ``Secrets.redact`` first (see `make_redactor`).
+
+`Guard` runs the checks around each action. Before: `navigate` outside allowed_domains is
+blocked; risky actions need the user's confirmation: opening a site not seen in this run and
+not listed in allowed_domains, typing a secret on a page not listed in allowed_domains,
+pressing one of the risky keys. After: when the page has left the allowed domains (a link, a
+redirect, a submitted form), the guard goes back, or reopens the last allowed page.
+
+The user's say (`confirm`, `ask_user`) is a generator step yielding one HumanCall (see
+effects.py); a missing callback, one that raises or one that times out never ends the run:
+the model is told and carries on.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import quote, quote_plus, urlsplit
 
+from internvl_agent.actions import Action, Navigate, PressKey, TypeText
+from internvl_agent.agent.effects import HumanCall, HumanReply, Steps, computer_call
+from internvl_agent.computers.base import ActionOutcome, Computer
 from internvl_agent.computers.keys import KeySet
 from internvl_agent.errors import ConfigurationError
-from internvl_agent.records import Redactor, make_redactor
 
 __all__ = [
     "DEFAULT_RISKY_KEYS",
     "DomainPolicy",
+    "Guard",
+    "LeftAllowedDomains",
+    "Redactor",
     "RiskyKeys",
     "Secrets",
     "UnknownSecretError",
+    "Visits",
+    "approved",
+    "ask_human",
+    "confirm",
     "host_of",
+    "make_redactor",
+    "redact_value",
 ]
 
+logger = logging.getLogger("internvl_agent.agent")
+
+Redactor = Callable[[str], str]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ALWAYS_ALLOWED_SCHEMES = ("about", "chrome-error")
 _HOST_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$")
@@ -207,6 +233,50 @@ class RiskyKeys:
 
 # --------------------------------------------------------------------------- secrets
 
+
+def make_redactor(secrets: Mapping[str, str]) -> Redactor:
+    """Return a function replacing each secret value with ``<secret:NAME>``.
+
+    Values are matched longest first in one pass; empty values are ignored. Applying it
+    twice changes nothing. URL-encoded forms of a value are redacted too, since values
+    typed into forms often come back in URLs.
+    """
+    names: dict[str, str] = {}
+    for name, value in secrets.items():
+        if not value:
+            continue
+        for form in (value, quote(value, safe=""), quote_plus(value)):
+            names.setdefault(form, name)
+    if not names:
+        return _identity
+    # Placeholders already written are matched as themselves, which makes redaction idempotent.
+    subs = {f"<secret:{name}>": f"<secret:{name}>" for name in names.values()}
+    subs.update({value: f"<secret:{name}>" for value, name in names.items()})
+    pattern = re.compile("|".join(re.escape(v) for v in sorted(subs, key=len, reverse=True)))
+
+    def redact(text: str) -> str:
+        return pattern.sub(lambda m: subs[m.group(0)], text)
+
+    return redact
+
+
+def redact_value(value: Any, redact: Redactor | None) -> Any:
+    """Apply ``redact`` to every string in nested dicts/lists/tuples (keys included)."""
+    if redact is None:
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {redact_value(k, redact): redact_value(v, redact) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v, redact) for v in value]
+    return value
+
+
+def _identity(text: str) -> str:
+    return text
+
+
 _PLACEHOLDER = re.compile(r"<secret>\s*([^<>]*?)\s*</secret>|<secret:([^<>]*?)>")
 
 
@@ -263,3 +333,176 @@ class Secrets:
             return self._values[name]
 
         return _PLACEHOLDER.sub(value, text)
+
+
+# --------------------------------------------------------------------------- the user's say
+
+_YES = ("y", "yes", "true", "ok", "approve", "approved")
+
+
+def approved(value: Any) -> bool:
+    """True, or a yes-like string, approves; anything else refuses."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value.strip().lower() in _YES
+    return False
+
+
+def confirm(
+    callback: Callable[[str], Any] | None, description: str, timeout: float | None
+) -> Steps:
+    """None when the user approves `description`, else the reason it is refused."""
+    if callback is None:
+        return "nobody can confirm it in this run"
+    reply: HumanReply = yield HumanCall(callback, description, timeout)
+    if reply.error is not None:
+        return f"the confirmation failed ({reply.error})"
+    return None if approved(reply.value) else "the user declined"
+
+
+def ask_human(callback: Callable[[str], Any] | None, question: str, timeout: float | None) -> Steps:
+    """The outcome of the ask_user action: the user's answer, or why there is none."""
+    if callback is None:
+        return ActionOutcome(
+            False,
+            "nobody is available to answer questions in this run. Continue on your own, "
+            "or call done with success=false if the task cannot be done without an answer.",
+        )
+    reply: HumanReply = yield HumanCall(callback, question, timeout)
+    if reply.error:
+        return ActionOutcome(
+            False, f"the user could not be asked ({reply.error}). Continue on your own."
+        )
+    answer = "" if reply.value is None else str(reply.value).strip()
+    if not answer:
+        return ActionOutcome(False, "the user gave no answer. Continue on your own.")
+    return ActionOutcome(True, f"the user answered: {answer}")
+
+
+# --------------------------------------------------------------------------- the guard
+
+
+class LeftAllowedDomains(Exception):
+    """The page left the allowed domains and could not be brought back."""
+
+
+@dataclass
+class Visits:
+    """Per-run memory of the guard: the sites seen so far, the last page on an allowed domain."""
+
+    seen_hosts: set[str] = field(default_factory=set)
+    last_allowed_url: str | None = None
+
+
+def _is_http(url: str | None) -> bool:
+    return bool(url) and urlsplit(url or "").scheme.lower() in ("http", "https")
+
+
+class Guard:
+    """The checks before and after each action, built from explicit parts (no agent)."""
+
+    def __init__(
+        self,
+        *,
+        domains: DomainPolicy,
+        secrets: Secrets,
+        risky_keys: RiskyKeys,
+        computer: Computer,
+        confirm: Callable[[str], Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.domains = domains
+        self.secrets = secrets
+        self.risky_keys = risky_keys
+        self.computer = computer
+        self.confirm_callback = confirm
+        self.timeout = timeout
+
+    def observe(self, visits: Visits, url: str | None) -> None:
+        """Remember the URL's site as seen, and the URL as the last allowed page."""
+        host = host_of(url)
+        if host:
+            visits.seen_hosts.add(host)
+        if _is_http(url) and self.domains.allows(url):
+            visits.last_allowed_url = url
+
+    def check(self, action: Action, page_url: str | None, visits: Visits) -> Steps:
+        """None when `action` may run, else a failed outcome (blocked or refused)."""
+        policy = self.domains
+        if isinstance(action, Navigate):
+            if not policy.allows(action.url):
+                return ActionOutcome(
+                    False,
+                    f"blocked: {action.url} is outside the allowed domains "
+                    f"({policy.describe()}); nothing was done",
+                )
+            host = host_of(action.url)
+            scheme = urlsplit(action.url).scheme.lower()
+            new_site = host not in visits.seen_hosts if host else scheme != "about"
+            if new_site and not policy.listed(action.url):
+                return (yield from self.confirm(f"open {action.url}, a site not visited yet"))
+        if isinstance(action, PressKey):
+            if self.computer.is_blocked(action.keys):
+                return ActionOutcome(
+                    False, f"refused: {action.keys} is blocked on this computer; nothing was done"
+                )
+            if self.risky_keys.matches(action.keys):
+                return (yield from self.confirm(f"press {action.keys}"))
+        if isinstance(action, TypeText):
+            names = self.secrets.used_in(action.text)
+            if names and not policy.listed(page_url):
+                listed = ", ".join(sorted(set(names)))
+                where = page_url or "the screen"
+                return (yield from self.confirm(f"type the secret(s) {listed} on {where}"))
+        return None
+
+    def confirm(self, description: str) -> Steps:
+        """None when the user approves, else a failed outcome saying why nothing was done."""
+        description = self.secrets.redact(description)
+        reason = yield from confirm(self.confirm_callback, description, self.timeout)
+        if reason is None:
+            logger.info("confirmed: %s", description)
+            return None
+        logger.info("refused: %s (%s)", description, reason)
+        return ActionOutcome(
+            False,
+            f"refused: '{description}' needs the user's confirmation and {reason}. Nothing was "
+            "done; find another way or call done with success=false.",
+        )
+
+    def current_url(self) -> Steps:
+        """The computer's URL, None when it has none or asking fails."""
+        computer = self.computer
+        asked = yield computer_call(
+            "current_url", lambda: ActionOutcome(True, url=computer.current_url())
+        )
+        return asked.url
+
+    def keep_allowed(self, outcome: ActionOutcome, visits: Visits) -> Steps:
+        """`outcome` with the page's URL; if the page left the allowed domains, go back (or
+        reopen the last allowed page) and report it as a failure. Raises LeftAllowedDomains
+        when neither works."""
+        policy, computer = self.domains, self.computer
+        url = (yield from self.current_url()) or outcome.url
+        self.observe(visits, url)
+        if not policy.restricted or policy.allows(url):
+            return replace(outcome, url=url)
+        back = yield computer_call("go_back", computer.go_back)
+        now = yield from self.current_url()
+        if (not back.ok or not policy.allows(now)) and visits.last_allowed_url:
+            target = visits.last_allowed_url
+            yield computer_call("navigate", lambda: computer.navigate(target))
+            now = yield from self.current_url()
+        if not policy.allows(now):
+            raise LeftAllowedDomains(
+                f"the page went to {url}, outside the allowed domains ({policy.describe()}), "
+                "and could not be brought back"
+            )
+        self.observe(visits, now)
+        return ActionOutcome(
+            False,
+            f"{outcome.message}; but the page went to {url}, outside the allowed domains "
+            f"({policy.describe()}), so the agent went back to {now}",
+            now,
+        )

@@ -9,10 +9,14 @@ logical points for the desktop) in one place.
 from __future__ import annotations
 
 import abc
+import base64
+import io
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image
+
+from internvl_agent.engine.images import freeze_image
 
 MouseButton = Literal["left", "right", "middle"]
 ScrollDirection = Literal["up", "down", "left", "right"]
@@ -20,16 +24,52 @@ ScrollDirection = Literal["up", "down", "left", "right"]
 
 @dataclass
 class Screenshot:
-    """One capture of the screen or page, as the model sees it."""
+    """One capture of the screen or page, as the model sees it.
+
+    It is encoded at most once: `png` is the computer's own PNG of `image` when it has one,
+    else `png_bytes()` encodes it on first use; the model gets `content_block(model)`, the run
+    record the same PNG bytes.
+    """
 
     image: Image.Image
     url: str | None = None
     title: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    png: bytes | None = field(default=None, repr=False)
+    _data_url: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> tuple[int, int]:
         return self.image.size
+
+    def png_bytes(self) -> bytes:
+        """The image as PNG (encoded once, with a fast zlib level: lossless like any PNG)."""
+        if self.png is None:
+            image = self.image
+            if image.mode not in ("RGB", "RGBA", "L", "LA"):
+                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", compress_level=1)
+            self.png = buffer.getvalue()
+        return self.png
+
+    def data_url(self) -> str:
+        """The image as a ``data:image/png;base64,...`` URL (built once)."""
+        if self._data_url is None:
+            encoded = base64.b64encode(self.png_bytes()).decode("ascii")
+            self._data_url = "data:image/png;base64," + encoded
+        return self._data_url
+
+    def content_block(self, model: Any) -> dict[str, Any]:
+        """The image as a message content block for `model`: the PIL image itself when the
+        model says it takes one (``accepts_pil_images``, as ChatInternVL does), else an
+        OpenAI-style ``image_url`` block with the PNG data URL (ChatOpenAI, vLLM...).
+
+        A capture is never modified, so its image is frozen (`freeze_image`): ChatInternVL
+        hashes it for its vision cache once, not at every step that resends it."""
+        if getattr(model, "accepts_pil_images", False):
+            return {"type": "image", "image": freeze_image(self.image)}
+        return {"type": "image_url", "image_url": {"url": self.data_url()}}
 
 
 @dataclass

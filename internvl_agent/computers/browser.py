@@ -292,6 +292,7 @@ class BrowserComputer(Computer):
         self._last_map = css_map(image.size, css, self.device_scale_factor)
         return Screenshot(
             image=image,
+            png=png,
             url=page.url,
             title=title,
             extra={

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from rich.table import Table
 
-from internvl_agent.agent.loop import model_name
+from internvl_agent.agent.agent import model_name
 from internvl_agent.coordinates import NORM_MAX
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.evaluation.report import format_rate, ratio, write_json

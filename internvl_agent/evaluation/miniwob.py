@@ -505,7 +505,7 @@ def _run_episode(
     settings: _Settings,
 ) -> EpisodeResult:
     """Run one episode on `computer` (from the thread that launched it); never raises."""
-    from internvl_agent.agent.loop import GUIAgent
+    from internvl_agent.agent.agent import GUIAgent
 
     result = EpisodeResult(task=task, episode=episode, seed=seed)
     url = f"{settings.base_url}miniwob/{task}.html"
