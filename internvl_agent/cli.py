@@ -281,7 +281,7 @@ def chat(
     """Ask ChatInternVL about images and stream the answer to stdout."""
     llm = chat_model(model, device, max_tiles, max_tokens, temperature=temperature)
     warn_if_random(llm.model)
-    content: list[dict[str, str]] = [{"type": "image", "url": src} for src in image or []]
+    content: list[str | dict[str, Any]] = [{"type": "image", "url": src} for src in image or []]
     content.append({"type": "text", "text": prompt})
     usage = None
     try:

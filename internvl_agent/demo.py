@@ -9,8 +9,8 @@ web app (examples/webapp in a source checkout) is served on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,10 +44,12 @@ def example_webapp() -> Iterator[str]:
     """Serve examples/webapp on 127.0.0.1 in a thread; yields its URL (ends in /)."""
     if not WEBAPP.is_dir():
         raise ConfigurationError(f"the example web app is not at {WEBAPP} (source checkout)")
-    sys.path.insert(0, str(WEBAPP))
-    from serve import serve  # examples/webapp/serve.py
-
-    url, server = serve(WEBAPP)
+    spec = importlib.util.spec_from_file_location("webapp_serve", WEBAPP / "serve.py")
+    if spec is None or spec.loader is None:
+        raise ConfigurationError(f"cannot load {WEBAPP / 'serve.py'}")
+    webapp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(webapp)
+    url, server = webapp.serve(WEBAPP)
     try:
         yield url
     finally:

@@ -61,6 +61,7 @@ case "${1:-}" in
     shift
     "$VENV/bin/ruff" check internvl_agent tests tools examples
     "$VENV/bin/ruff" format --check internvl_agent tests tools examples
+    "$VENV/bin/mypy"
     exec "$PY" -m pytest -q -p no:cacheprovider "$@"
     ;;
   *)

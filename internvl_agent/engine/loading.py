@@ -244,9 +244,10 @@ def load_model(spec: LoadSpec) -> LoadedModel:
             "native InternVL checkpoint (config.json, tokenizer files, *.safetensors)."
         ) from exc
     if device_map is None and quant is None:
-        model = model.to(torch.device(device))
+        model.to(torch.device(device))  # type: ignore[arg-type]  # transformers' stub
     model.eval()
-    input_device: torch.device = model.get_input_embeddings().weight.device
+    embeddings: Any = model.get_input_embeddings()
+    input_device = embeddings.weight.device
     name = Path(spec.checkpoint.rstrip("/")).name
     return LoadedModel(model, tokenizer, spec, torch.device(input_device), dtype, name)
 

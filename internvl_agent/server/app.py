@@ -424,7 +424,7 @@ class _MessageConverter:
                 param=f"{where}.image_url.url",
                 code="invalid_image",
             )
-        patch = spec.get("max_dynamic_patch")
+        patch = spec.get("max_dynamic_patch") if isinstance(spec, dict) else None
         if patch is not None:
             if not isinstance(patch, int) or isinstance(patch, bool) or not 1 <= patch <= 40:
                 raise _bad(
@@ -472,7 +472,7 @@ def _closed_by_grammar(constrained: str | None, text: str, tool_args: list[str])
 
 
 def _usage(message: AIMessage) -> s.Usage:
-    usage = message.usage_metadata or {}
+    usage: dict[str, Any] = dict(message.usage_metadata or {})
     prompt = int(usage.get("input_tokens", 0))
     completion = int(usage.get("output_tokens", 0))
     return s.Usage(
@@ -519,7 +519,7 @@ def _completion(
         id=_completion_id(),
         created=int(time.time()),
         model=model,
-        choices=[s.Choice(message=reply, finish_reason=finish)],  # type: ignore[arg-type]
+        choices=[s.Choice(message=reply, finish_reason=finish)],
         usage=_usage(message),
     )
     return completion.model_dump()
@@ -559,7 +559,7 @@ class _StreamWriter:
     def _chunk(
         self, delta: s.Delta, finish: str | None = None, *, usage: s.Usage | None = None
     ) -> str:
-        choices = [] if usage is not None else [s.ChunkChoice(delta=delta, finish_reason=finish)]  # type: ignore[arg-type]
+        choices = [] if usage is not None else [s.ChunkChoice(delta=delta, finish_reason=finish)]
         chunk = s.ChatCompletionChunk(
             id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
         )
@@ -578,8 +578,8 @@ class _StreamWriter:
             out.append(self._chunk(s.Delta(content=text)))
         deltas = []
         for tc in chunk.tool_call_chunks:
-            key = tc.get("index")
-            key = key if key is not None else ("noindex", len(self.tool_index))
+            index = tc.get("index")
+            key: Any = index if index is not None else ("noindex", len(self.tool_index))
             if key not in self.tool_index:
                 if not self.parallel and self.tool_index:
                     continue
@@ -596,7 +596,7 @@ class _StreamWriter:
                     )
                 )
             elif tc.get("args"):
-                self.tool_args[self.tool_index[key]] += tc["args"]
+                self.tool_args[self.tool_index[key]] += tc.get("args") or ""
                 deltas.append(
                     s.DeltaToolCall(
                         index=self.tool_index[key], function=s.DeltaFunction(arguments=tc["args"])
@@ -626,7 +626,7 @@ class _StreamWriter:
 async def _stream_response(
     runnable: Runnable, messages: list[BaseMessage], writer: _StreamWriter
 ) -> Response:
-    stream = runnable.astream(messages)
+    stream: Any = runnable.astream(messages)  # an async generator: it has aclose()
     iterator = stream.__aiter__()
     try:  # the first chunk comes after the request is prepared: input errors are still HTTP errors
         first: Any = await iterator.__anext__()
