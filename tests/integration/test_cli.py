@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from browser_support import skip_without_browser
 from PIL import Image
 from typer.testing import CliRunner
 
 from internvl_agent.cli import EXIT_CODES, app
 from internvl_agent.records import load_run
+from tests.support.browser import skip_without_browser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

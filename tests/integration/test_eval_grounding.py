@@ -32,8 +32,8 @@ from internvl_agent.evaluation.grounding_eval import (
     run_grounding_eval,
     score_point,
 )
-from tests.miniwob_scripts import browser_skip_reason
-from tests.scripted_model import image_size, image_urls, message_text
+from tests.support.browser import browser_skip_reason
+from tests.support.scripted_model import image_size, image_urls, message_text
 
 PAGE = """<!doctype html><html><head><style>
   body { margin: 0; font: 16px sans-serif; background: #fafafa; }

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_support import WEBAPP, load_webapp_serve, needs_browser, skip_without_browser
 
 from internvl_agent.computers import chromium
 from internvl_agent.computers.browser import BrowserComputer
 from internvl_agent.computers.keys import to_playwright_keys
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.urls import normalize_url
+from tests.support.browser import WEBAPP, load_webapp_serve, needs_browser, skip_without_browser
 
 SCALES = (1.0, 1.25, 1.5, 2.0, 3.0)
 VIEWPORTS = ((1280, 800), (1037, 679))

@@ -18,15 +18,15 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from browser_support import browser_skip_reason
 from PIL import Image
 from pydantic import BaseModel, Field
 
 from internvl_agent.chat.chat_model import ChatInternVL
 from internvl_agent.server import BackgroundServer, create_app, is_loopback
+from tests.support.browser import browser_skip_reason
 
 MODEL_NAME = "tiny-internvl"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CLICK_TOOL = {
     "type": "function",

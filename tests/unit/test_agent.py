@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from browser_support import WEBAPP, load_webapp_serve, needs_browser, skip_without_browser
 from langchain_core.messages import AIMessage
 from PIL import Image
 
@@ -35,7 +34,8 @@ from internvl_agent.computers.browser import BrowserComputer
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.prompts import load_prompt
 from internvl_agent.records import load_run
-from tests.scripted_model import (
+from tests.support.browser import WEBAPP, load_webapp_serve, needs_browser, skip_without_browser
+from tests.support.scripted_model import (
     ScriptedModel,
     Step,
     call,
