@@ -6,17 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
+
+from tests.support.fakes import tool_calling_fake
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "examples"))
 sys.path.insert(0, str(REPO / "examples" / "webapp"))
-
-
-class _ToolModel(GenericFakeChatModel):
-    def bind_tools(self, tools, **kwargs):
-        return self.bind(**kwargs)
 
 
 @pytest.fixture
@@ -45,13 +40,8 @@ def test_langgraph_example_clicks_and_finishes(browser) -> None:
     box = button.bounding_box()
     x = round((box["x"] + box["width"] / 2) / 1000 * 1000)
     y = round((box["y"] + box["height"] / 2) / 700 * 1000)
-    replies = iter(
-        [
-            AIMessage("", tool_calls=[{"name": "click", "args": {"x": x, "y": y}, "id": "1"}]),
-            AIMessage("", tool_calls=[{"name": "done", "args": {"answer": "added"}, "id": "2"}]),
-        ]
-    )
-    graph = build_graph(_ToolModel(messages=replies), browser, "Add the first item.")
+    model = tool_calling_fake(("click", {"x": x, "y": y}), ("done", {"answer": "added"}))
+    graph = build_graph(model, browser, "Add the first item.")
     state = graph.invoke({"messages": [], "answer": None}, {"recursion_limit": 10})
     assert state["answer"] == "added"
     assert "1 item" in browser.page.locator("#cart-count").inner_text()

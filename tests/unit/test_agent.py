@@ -35,6 +35,7 @@ from internvl_agent.errors import ConfigurationError
 from internvl_agent.prompts import load_prompt
 from internvl_agent.records import load_run
 from tests.support.browser import WEBAPP, load_webapp_serve, needs_browser, skip_without_browser
+from tests.support.fakes import ToolCallingFake
 from tests.support.scripted_model import (
     ScriptedModel,
     Step,
@@ -916,14 +917,8 @@ def test_grounding_max_tiles_only_changes_grounding_calls() -> None:
 
         click = type_text = press_key = scroll = drag = screenshot
 
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-
-    class _Model(GenericFakeChatModel):
-        def bind_tools(self, tools, **kwargs):
-            return self.bind(**kwargs)
-
     agent = GUIAgent(
-        _Model(messages=iter([])),
+        ToolCallingFake(messages=iter([])),
         _Screen(),
         max_tiles=4,
         grounding_max_tiles=12,
@@ -931,7 +926,7 @@ def test_grounding_max_tiles_only_changes_grounding_calls() -> None:
     )
     assert agent.grounding_kwargs == {"max_tiles": 12}
     with pytest.raises(ConfigurationError, match="grounding_max_tiles"):
-        GUIAgent(_Model(messages=iter([])), _Screen(), grounding_max_tiles=0)
+        GUIAgent(ToolCallingFake(messages=iter([])), _Screen(), grounding_max_tiles=0)
 
 
 def test_screenshot_is_encoded_once_and_sent_in_the_models_form() -> None:
