@@ -29,7 +29,7 @@ from internvl_agent.evaluation.grounding_eval import (
     run_grounding_eval,
     score_point,
 )
-from tests.support.browser import browser_skip_reason
+from tests.support.browser import skip_without_browser
 from tests.support.fakes import RecordingChatModel
 from tests.support.scripted_model import image_size, image_urls, message_text
 
@@ -57,14 +57,11 @@ VIEWPORT = (480, 300)
 
 Truth = dict[tuple[str, tuple[int, int]], tuple[float, float, float, float]]
 
-SKIP = browser_skip_reason()
-
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Path]:
     """Screenshots of PAGE at 2x ("web") and 1x ("desktop") and the items with true boxes."""
-    if SKIP:
-        pytest.skip(f"no browser: {SKIP}")
+    skip_without_browser()
     from internvl_agent.computers.browser import BrowserComputer
 
     shots = tmp_path_factory.mktemp("shots")

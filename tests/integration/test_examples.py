@@ -7,30 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import skip_without_browser
 from tests.support.fakes import tool_calling_fake
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "examples"))
-sys.path.insert(0, str(REPO / "examples" / "webapp"))
 
 
 @pytest.fixture
-def browser():
+def browser(site: str):
     from internvl_agent.computers.browser import BrowserComputer
-    from internvl_agent.computers.chromium import find_browser
-    from internvl_agent.errors import ConfigurationError
 
-    try:
-        find_browser()
-    except ConfigurationError as exc:
-        pytest.skip(f"no browser: {exc}")
-    from serve import serve
-
-    url, server = serve(REPO / "examples" / "webapp")
-    with BrowserComputer(start_url=url + "shop.html", viewport=(1000, 700)) as computer:
+    skip_without_browser()
+    with BrowserComputer(start_url=site + "shop.html", viewport=(1000, 700)) as computer:
         yield computer
-    server.shutdown()
-    server.server_close()
 
 
 def test_langgraph_example_clicks_and_finishes(browser) -> None:
@@ -52,13 +42,7 @@ def test_langgraph_example_main_runs_with_the_tiny_checkpoint(
 ) -> None:
     import langgraph_browser
 
-    from internvl_agent.computers.chromium import find_browser
-    from internvl_agent.errors import ConfigurationError
-
-    try:
-        find_browser()
-    except ConfigurationError as exc:
-        pytest.skip(f"no browser: {exc}")
+    skip_without_browser()
     assert langgraph_browser.main(["--model", str(tiny_checkpoint), "--steps", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(("answer:", "stopped:"))
