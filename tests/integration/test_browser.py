@@ -2,7 +2,7 @@
 
 Browser tests skip (with the reason) when Playwright or a Chromium executable is missing; the
 pure helpers (keys, URLs, browser lookup) are tested everywhere; the pixel map is
-test_coordinates.py's.
+tests/unit/test_coordinates.py's.
 """
 
 from __future__ import annotations
