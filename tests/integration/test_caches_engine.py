@@ -1,14 +1,14 @@
-"""The engine's vision cache and prefix KV cache: reused work, unchanged answers."""
+"""The engine's vision cache and prefix KV cache on the tiny checkpoint: reused work, unchanged
+answers.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
-from internvl_agent.engine.caches import LRU, PrefixCache, VisionCache, common_prefix_length
 from internvl_agent.engine.engine import InternVLEngine
 from internvl_agent.engine.images import TilingConfig
 from internvl_agent.engine.loading import LoadSpec
@@ -31,55 +31,6 @@ def _request(image: Image.Image | None, system: str = "You drive a browser.", te
     parts: list = [image, text] if image is not None else [text]
     turns = [Turn("system", [system]), Turn("user", parts)]
     return GenerationRequest(turns, max_new_tokens=12, tiling=TilingConfig(max_tiles=2))
-
-
-def test_vision_cache_lru_is_bounded_by_bytes() -> None:
-    cache = VisionCache(max_bytes=3 * 4 * 10)
-    for key in "abcd":
-        cache.put(key, torch.zeros(10))  # 40 bytes each
-    assert "a" not in cache and all(k in cache for k in "bcd")
-    assert cache.size_bytes == 120
-    cache.put("huge", torch.zeros(1000))  # larger than the whole cache: not stored
-    assert "huge" not in cache and cache.get("b") is not None
-
-
-class _FakeKV:
-    """Stands in for a transformers Cache: a list of tokens that can be cropped."""
-
-    def __init__(self, tokens: list[int]) -> None:
-        self.tokens = list(tokens)
-
-    def get_seq_length(self) -> int:
-        return len(self.tokens)
-
-    def crop(self, n: int) -> None:
-        del self.tokens[n:]
-
-
-def test_common_prefix_length() -> None:
-    assert common_prefix_length([1, 2, 3], [1, 2, 4, 5]) == 2
-    assert common_prefix_length([], [1]) == 0
-
-
-def test_prefix_cache_hands_over_the_longest_shared_prefix() -> None:
-    cache = PrefixCache(max_entries=2)
-    cache.store([1, 2, 3, 4], _FakeKV([1, 2, 3, 4, 99]))  # cut back to the prompt
-    cache.store([1, 2, 7], _FakeKV([1, 2, 7]))
-    kv, shared = cache.take([1, 2, 3, 5, 6])
-    assert shared == 3 and kv.tokens == [1, 2, 3]
-    assert cache.take([1, 2, 3, 5])[1] == 2  # the first entry was handed over, not copied
-    kv, shared = cache.take([1, 2, 7])
-    assert kv is None and shared == 0  # nothing left in the cache
-    cache.store([5], _FakeKV([5]))
-    assert cache.take([5])[1] == 0  # at least one token is always left to compute
-
-
-def test_prefix_cache_evicts_the_oldest_entry() -> None:
-    cache = PrefixCache(max_entries=1)
-    cache.store([1, 2, 3], _FakeKV([1, 2, 3]))
-    cache.store([4, 5, 6], _FakeKV([4, 5, 6]))
-    assert cache.take([1, 2, 3, 9])[0] is None
-    assert cache.take([4, 5, 6, 9])[1] == 3
 
 
 def test_same_screenshot_is_encoded_once(tiny_checkpoint: Path) -> None:
@@ -130,23 +81,3 @@ def test_different_screenshots_never_share_kv(tiny_checkpoint: Path) -> None:
     engine.generate(_request(_screenshot((0, 200, 0)), text="same"))
     image_start = red.input_ids.index(engine.model.config.image_token_id)
     assert 0 < engine.prefix_cache.reused_tokens <= image_start
-
-
-def test_lru_bounds_entries_and_size_and_counts_lookups() -> None:
-    by_count: LRU[str, int] = LRU(2)
-    for key, value in (("a", 1), ("b", 2), ("c", 3)):
-        by_count.put(key, value)
-    assert "a" not in by_count and by_count.get("b") == 2  # b is now the most recent
-    by_count.put("d", 4)
-    assert [key for key, _ in by_count.items()] == ["b", "d"]
-    assert by_count.get("zzz") is None and (by_count.hits, by_count.misses) == (1, 1)
-    by_size: LRU[str, str] = LRU(max_size=5, size=len)
-    by_size.put("x", "abc")
-    by_size.put("y", "de")
-    by_size.put("x", "a")  # replacing an entry replaces its size
-    assert by_size.total_size == 3
-    by_size.put("z", "wxyz")  # 7 > 5: the least recently used entry (y) goes
-    assert "y" not in by_size and by_size.total_size == 5
-    by_size.put("big", "toolong")  # larger than the whole bound: not stored
-    assert "big" not in by_size and len(by_size) == 2
-    assert by_size.pop("x") == "a" and by_size.total_size == 4

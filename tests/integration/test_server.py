@@ -8,7 +8,6 @@ Random weights produce noise, but constrained decoding keeps forced tool calls a
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 from collections.abc import Iterator
@@ -18,15 +17,14 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from browser_support import browser_skip_reason
 from PIL import Image
 from pydantic import BaseModel, Field
 
 from internvl_agent.chat.chat_model import ChatInternVL
 from internvl_agent.server import BackgroundServer, create_app, is_loopback
+from tests.support.browser import skip_without_browser
 
 MODEL_NAME = "tiny-internvl"
-ROOT = Path(__file__).resolve().parents[1]
 
 CLICK_TOOL = {
     "type": "function",
@@ -610,32 +608,21 @@ def test_ground_through_chatopenai(openai_llm: Any) -> None:
 # --------------------------------------------------------------------------- GUIAgent
 
 
-def test_gui_agent_through_chatopenai(openai_llm: Any, tmp_path: Path) -> None:
-    reason = browser_skip_reason()
-    if reason:
-        pytest.skip(f"no browser: {reason}")
+def test_gui_agent_through_chatopenai(openai_llm: Any, site: str, tmp_path: Path) -> None:
+    skip_without_browser()
     from internvl_agent.agent.agent import GUIAgent
     from internvl_agent.computers.browser import BrowserComputer
 
-    spec = importlib.util.spec_from_file_location("webapp_serve", ROOT / "examples/webapp/serve.py")
-    assert spec and spec.loader
-    webapp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(webapp)
-    url, site = webapp.serve(ROOT / "examples" / "webapp", host="127.0.0.1")
-    try:
-        with BrowserComputer(viewport=(800, 600)) as computer:
-            agent = GUIAgent(
-                openai_llm,
-                computer,
-                max_steps=2,
-                max_retries=1,
-                allowed_domains=["127.0.0.1"],
-                record_dir=tmp_path,
-            )
-            result = agent.run("Open the shop page", start_url=url)
-    finally:
-        site.shutdown()
-        site.server_close()
+    with BrowserComputer(viewport=(800, 600)) as computer:
+        agent = GUIAgent(
+            openai_llm,
+            computer,
+            max_steps=2,
+            max_retries=1,
+            allowed_domains=["127.0.0.1"],
+            record_dir=tmp_path,
+        )
+        result = agent.run("Open the shop page", start_url=site)
     assert result.status in ("done", "failed", "max_steps", "error")
     assert result.record_path is not None and result.record_path.exists()
     assert result.steps >= 1

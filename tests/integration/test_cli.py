@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from browser_support import skip_without_browser
 from PIL import Image
 from typer.testing import CliRunner
 
 from internvl_agent.cli import EXIT_CODES, app
 from internvl_agent.records import load_run
+from tests.support.browser import skip_without_browser
 
-REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def webapp_url():
-    sys.path.insert(0, str(REPO / "examples" / "webapp"))
-    from serve import serve
-
-    url, server = serve(REPO / "examples" / "webapp")
-    yield url
-    server.shutdown()
-    server.server_close()
 
 
 def test_tiny_checkpoint_command(tmp_path: Path) -> None:
@@ -84,7 +71,7 @@ def test_run_command_rejects_bad_options(extra: list[str], message: str) -> None
 
 
 def test_run_command_end_to_end_with_the_tiny_checkpoint(
-    tiny_checkpoint: Path, tmp_path: Path, webapp_url: str, monkeypatch: pytest.MonkeyPatch
+    tiny_checkpoint: Path, tmp_path: Path, site: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     skip_without_browser()
     monkeypatch.setenv("DEMO_PASSWORD", "wonderland")
@@ -93,7 +80,7 @@ def test_run_command_end_to_end_with_the_tiny_checkpoint(
         "--task",
         "Log in as alice with <secret>password</secret>",
         "--url",
-        webapp_url,
+        site,
         "--model",
         str(tiny_checkpoint),
         "--device",

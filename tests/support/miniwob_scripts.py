@@ -17,8 +17,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tests.browser_support import browser_skip_reason
-from tests.scripted_model import ScriptedModel, Step, click, done, type_into
+from tests.support.browser import browser_skip_reason
+from tests.support.scripted_model import ScriptedModel, Step, click, done, type_into
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

@@ -40,9 +40,9 @@ from internvl_agent.computers.desktop import (
 )
 from internvl_agent.computers.screens import Rect
 from internvl_agent.errors import ConfigurationError
-from tests.scripted_model import ScriptedModel, Step, click, done, type_into
+from tests.support.scripted_model import ScriptedModel, Step, click, done, type_into
 
-APP = Path(__file__).resolve().parents[1] / "examples" / "desktop_app.py"
+APP = Path(__file__).resolve().parents[2] / "examples" / "desktop_app.py"
 ROOT_SIZE = (2304, 1024)
 MONITOR_1 = Rect(0, 224, 1280, 800)
 MONITOR_2 = Rect(1280, 0, 1024, 768)

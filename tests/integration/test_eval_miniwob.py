@@ -1,8 +1,8 @@
 """MiniWoB++ harness: real task pages in headless Chromium, rewards read from the pages.
 
-The scripted model (tests/miniwob_scripts.py) answers like InternVL, with 0..1000 coordinates
-of the latest screenshot computed from the live page; scoring 100% with it at scale factors 1
-and 2 proves the harness and the coordinate plumbing. Models that answer wrongly, give up,
+The scripted model (tests/support/miniwob_scripts.py) answers like InternVL, with 0..1000
+coordinates of the latest screenshot computed from the live page; scoring 100% with it at scale
+factors 1 and 2 proves the harness and the coordinate plumbing. Models that answer wrongly, give up,
 raise, or are too slow for the page's timer show the score really comes from the page.
 """
 
@@ -36,13 +36,13 @@ from internvl_agent.evaluation.miniwob import (
     serve_directory,
     start_episode,
 )
-from tests.miniwob_scripts import (
+from tests.support.miniwob_scripts import (
     POLICIES,
     MiniWobScriptedModel,
     miniwob_skip_reason,
     task_of,
 )
-from tests.scripted_model import Step, call, click, done, raising
+from tests.support.scripted_model import Step, call, click, done, raising
 
 SKIP = miniwob_skip_reason()
 needs_miniwob = pytest.mark.skipif(SKIP is not None, reason=f"{SKIP}")

@@ -2,7 +2,7 @@
 
 Browser tests skip (with the reason) when Playwright or a Chromium executable is missing; the
 pure helpers (keys, URLs, browser lookup) are tested everywhere; the pixel map is
-test_coordinates.py's.
+tests/unit/test_coordinates.py's.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_support import WEBAPP, load_webapp_serve, needs_browser, skip_without_browser
 
 from internvl_agent.computers import chromium
 from internvl_agent.computers.browser import BrowserComputer
 from internvl_agent.computers.keys import to_playwright_keys
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.urls import normalize_url
+from tests.support.browser import needs_browser, skip_without_browser
 
 SCALES = (1.0, 1.25, 1.5, 2.0, 3.0)
 VIEWPORTS = ((1280, 800), (1037, 679))
@@ -29,15 +29,6 @@ CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[str]:
-    """Base URL of the example web app."""
-    url, server = load_webapp_serve().serve(WEBAPP)
-    yield url
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module", params=SCALES, ids=lambda s: f"dsf{s:g}")

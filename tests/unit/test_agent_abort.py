@@ -4,25 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
 from PIL import Image
 
 from internvl_agent.agent import GUIAgent
 from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
-
-
-class _ToolModel(GenericFakeChatModel):
-    def bind_tools(self, tools, **kwargs):
-        return self.bind(**kwargs)
-
-
-def _calls(*calls: tuple[str, dict]) -> _ToolModel:
-    replies = [
-        AIMessage("", tool_calls=[{"name": n, "args": a, "id": f"c{i}"}])
-        for i, (n, a) in enumerate(calls)
-    ]
-    return _ToolModel(messages=iter(replies))
+from tests.support.fakes import tool_calling_fake as _calls
 
 
 class _Screen(Computer):

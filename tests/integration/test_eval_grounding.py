@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import BaseMessage
 from PIL import Image
-from pydantic import Field
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -32,8 +29,9 @@ from internvl_agent.evaluation.grounding_eval import (
     run_grounding_eval,
     score_point,
 )
-from tests.miniwob_scripts import browser_skip_reason
-from tests.scripted_model import image_size, image_urls, message_text
+from tests.support.browser import skip_without_browser
+from tests.support.fakes import RecordingChatModel
+from tests.support.scripted_model import image_size, image_urls, message_text
 
 PAGE = """<!doctype html><html><head><style>
   body { margin: 0; font: 16px sans-serif; background: #fafafa; }
@@ -59,14 +57,11 @@ VIEWPORT = (480, 300)
 
 Truth = dict[tuple[str, tuple[int, int]], tuple[float, float, float, float]]
 
-SKIP = browser_skip_reason()
-
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Path]:
     """Screenshots of PAGE at 2x ("web") and 1x ("desktop") and the items with true boxes."""
-    if SKIP:
-        pytest.skip(f"no browser: {SKIP}")
+    skip_without_browser()
     from internvl_agent.computers.browser import BrowserComputer
 
     shots = tmp_path_factory.mktemp("shots")
@@ -120,25 +115,20 @@ _REF = re.compile(r"<ref>(.*?)</ref>", re.DOTALL)
 Answer = Callable[[str, tuple[int, int]], str]
 
 
-class GroundingModel(BaseChatModel):
+class GroundingModel(RecordingChatModel):
     """Answers `answer(description, image_size)`; records every prompt."""
 
     answer: Any
-    prompts: list[str] = Field(default_factory=list)
 
     @property
-    def _llm_type(self) -> str:
-        return "scripted-grounding"
+    def prompts(self) -> list[str]:
+        return [message_text(messages) for messages in self.received]
 
-    def _generate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> ChatResult:
+    def respond(self, messages: list[BaseMessage]) -> str:
         prompt = message_text(messages)
-        self.prompts.append(prompt)
         match = _REF.search(prompt)
         assert match, prompt
-        text = self.answer(match.group(1), image_size(image_urls(messages)[-1]))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+        return self.answer(match.group(1), image_size(image_urls(messages)[-1]))
 
 
 def _box_answer(description: str, box: tuple[float, ...], size: tuple[int, int]) -> str:

@@ -7,12 +7,8 @@ import io
 from typing import Any
 
 import pytest
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage
 from PIL import Image
-from pydantic import Field
 
 from internvl_agent.errors import ConfigurationError, ImageInputError
 from internvl_agent.grounding import (
@@ -25,36 +21,14 @@ from internvl_agent.grounding import (
     parse_boxes,
     reply_text,
 )
-
-
-class RecordingChatModel(BaseChatModel):
-    """Answers with a fixed reply (str or content blocks) and records what it was sent."""
-
-    reply: Any = ""
-    received: list[list[BaseMessage]] = Field(default_factory=list)
-    kwargs_seen: list[dict[str, Any]] = Field(default_factory=list)
-    fail: bool = False
-
-    @property
-    def _llm_type(self) -> str:
-        return "recording-fake"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        if self.fail:
-            raise ConnectionError("server unreachable")
-        self.received.append(messages)
-        self.kwargs_seen.append({"stop": stop, **kwargs})
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self.reply))])
+from tests.support.fakes import RecordingChatModel
 
 
 def make_model(reply: Any, *, fail: bool = False) -> RecordingChatModel:
-    return RecordingChatModel(reply=reply, fail=fail)
+    """Answers `reply` (str or content blocks); with `fail`, the server is unreachable."""
+    return RecordingChatModel(
+        reply=reply, fail=ConnectionError("server unreachable") if fail else None
+    )
 
 
 # --- parse_boxes -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-WEBAPP = Path(__file__).resolve().parents[1] / "examples" / "webapp"
+WEBAPP = Path(__file__).resolve().parents[2] / "examples" / "webapp"
 
 
 def browser_skip_reason() -> str | None:

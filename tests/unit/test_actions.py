@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -32,6 +31,7 @@ from internvl_agent.actions import (
     parse_action,
 )
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
+from tests.support.fakes import ToolCallingFake
 
 # The protocol: tool name -> argument names, in schema order. Changing it breaks prompts.
 PROTOCOL = {
@@ -295,13 +295,6 @@ def test_openai_schema_coordinates() -> None:
     assert "0..1000" in x["description"] and "latest screenshot" in x["description"]
     clicks = click["function"]["parameters"]["properties"]["clicks"]
     assert (clicks["minimum"], clicks["maximum"]) == (1, 3)
-
-
-class ToolCallingFake(GenericFakeChatModel):
-    """GenericFakeChatModel plus bind_tools, the way a real chat model formats tools."""
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
 
 def test_bind_tools_with_a_fake_model() -> None:
