@@ -623,7 +623,9 @@ class ChatInternVL(BaseChatModel):
         offered = tools if choice != "none" else []
         turns = messages_to_turns(
             messages,
-            system_message=engine.loaded.system_message if self.system_message is None else self.system_message,
+            system_message=engine.loaded.system_message
+            if self.system_message is None
+            else self.system_message,
             tools_prompt=render_tools_system_prompt(offered) if offered else None,
             image_options=self.image_options,
         )

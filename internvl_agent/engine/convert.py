@@ -108,7 +108,10 @@ class Rule:
 _VISION = [
     Rule("vision_model.embeddings.class_embedding", ("embeddings.cls_token",)),
     Rule("vision_model.embeddings.position_embedding", ("embeddings.position_embeddings",)),
-    Rule("vision_model.embeddings.patch_embedding.{p}", ("embeddings.patch_embeddings.projection.{p}",)),
+    Rule(
+        "vision_model.embeddings.patch_embedding.{p}",
+        ("embeddings.patch_embeddings.projection.{p}",),
+    ),
     Rule(
         "vision_model.encoder.layers.{n}.attn.qkv.{p}",
         ("L.attention.q_proj.{p}", "L.attention.k_proj.{p}", "L.attention.v_proj.{p}"),
@@ -326,7 +329,10 @@ def native_config(
         text.update(model_type="qwen2", architectures=["Qwen2ForCausalLM"])
     else:
         heads = int(llm["num_attention_heads"])
-        rope: dict[str, Any] = {"rope_type": "default", "rope_theta": float(llm.get("rope_theta", 1e4))}
+        rope: dict[str, Any] = {
+            "rope_type": "default",
+            "rope_theta": float(llm.get("rope_theta", 1e4)),
+        }
         scaling = llm.get("rope_scaling")
         if scaling:
             rope.update({k: v for k, v in scaling.items() if k != "type"})
@@ -434,7 +440,9 @@ def convert_checkpoint(
     config = json.loads((source / "config.json").read_text())
     label = source_id or str(source)
     if not is_original(config):
-        raise CheckpointError(f"{label} is not an original InternVL checkpoint (InternVLChatModel).")
+        raise CheckpointError(
+            f"{label} is not an original InternVL checkpoint (InternVLChatModel)."
+        )
     family = check_convertible(label, config)
     if destination.exists() and any(destination.iterdir()):
         raise CheckpointError(f"{destination} exists and is not empty; choose a new folder.")
@@ -523,9 +531,12 @@ def _stored_dtype(shards: list[Path]) -> str:
     with safe_open(str(shards[0]), framework="pt") as f:
         for key in f.keys():  # noqa: SIM118  # safe_open is not a dict
             if key.startswith("language_model."):
-                return str(f.get_slice(key).get_dtype()).replace("BF16", "bfloat16").replace(
-                    "F16", "float16"
-                ).replace("F32", "float32")
+                return (
+                    str(f.get_slice(key).get_dtype())
+                    .replace("BF16", "bfloat16")
+                    .replace("F16", "float16")
+                    .replace("F32", "float32")
+                )
     return "bfloat16"
 
 
@@ -577,8 +588,8 @@ def _write_weights(
             del tensors
     if len(shards) > 1:
         size = sum((out / n).stat().st_size for n in set(weight_map.values()))
-        index = {"metadata": {"total_size": size}, "weight_map": dict(sorted(weight_map.items()))}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        table = {"metadata": {"total_size": size}, "weight_map": dict(sorted(weight_map.items()))}
+        (out / "model.safetensors.index.json").write_text(json.dumps(table, indent=2))
     return weight_map
 
 
@@ -691,7 +702,9 @@ def download_source(checkpoint: str, revision: str | None) -> Path:
         ) from exc
 
 
-def ensure_converted(checkpoint: str, revision: str | None = None, *, progress: bool = True) -> Path:
+def ensure_converted(
+    checkpoint: str, revision: str | None = None, *, progress: bool = True
+) -> Path:
     """The native conversion of an original checkpoint, converting it on first use."""
     source = download_source(checkpoint, revision)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", checkpoint.rstrip("/").split("/")[-1]) or "model"

@@ -29,16 +29,21 @@ from internvl_agent.errors import CheckpointError
 _NORMAL, _CONTROL, _USER_DEFINED = 1, 3, 4
 
 
-def read_spm_proto(path: Path) -> Any:
-    """The parsed sentencepiece ModelProto of `path`."""
+def spm_schema() -> Any:
+    """sentencepiece's protobuf schema module (sentencepiece_model_pb2)."""
     try:
         from sentencepiece import sentencepiece_model_pb2
     except ImportError as exc:  # sentencepiece or protobuf missing
         raise CheckpointError(
-            f"reading {path} needs the sentencepiece and protobuf packages ({exc}): "
-            "pip install sentencepiece protobuf"
+            f"reading a sentencepiece tokenizer.model needs the sentencepiece and protobuf "
+            f"packages ({exc}): pip install sentencepiece protobuf"
         ) from exc
-    proto = sentencepiece_model_pb2.ModelProto()
+    return sentencepiece_model_pb2
+
+
+def read_spm_proto(path: Path) -> Any:
+    """The parsed sentencepiece ModelProto of `path`."""
+    proto = spm_schema().ModelProto()
     try:
         proto.ParseFromString(path.read_bytes())
     except Exception as exc:  # protobuf's DecodeError has no stable import path

@@ -167,7 +167,7 @@ def read_config(checkpoint: str, revision: str | None = None) -> dict[str, Any]:
 
 
 def check_format(checkpoint: str, config: dict[str, Any]) -> str:
-    """"native" or "original" (convertible); refuse what cannot be loaded, naming what can."""
+    """ "native" or "original" (convertible); refuse what cannot be loaded, naming what can."""
     architectures = set(config.get("architectures") or [])
     if is_original(config):
         check_convertible(checkpoint, config)

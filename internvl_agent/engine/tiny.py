@@ -223,7 +223,17 @@ def is_random_checkpoint(directory: str | Path) -> bool:
 # offline smoke tests of the conversion. `original_native_model` builds the native model with the
 # same random weights, so a conversion can be compared with it.
 
-INTERNVL_TAGS = ("<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>")
+INTERNVL_TAGS = (
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<quad>",
+    "</quad>",
+    "<ref>",
+    "</ref>",
+    "<box>",
+    "</box>",
+)
 # InternLM2's chat specials, in the id order of the released tokenizer (92538..92543).
 INTERNLM2_CHAT_SPECIALS = (
     "<|plugin|>",
@@ -240,13 +250,16 @@ _REMOTE_CODE_MAP = {
     "AutoModelForCausalLM": "modeling_internvl_chat.InternVLChatModel",
 }
 # Text the tiny sentencepiece model is trained on (and that tests tokenize): several scripts.
-SPM_CORPUS = _CORPUS + """
+SPM_CORPUS = (
+    _CORPUS
+    + """
 你好，世界！这是一个测试句子。请描述这张图片的内容。书生·万象是多模态大语言模型。
 こんにちは世界。これはテストです。画像を説明してください。カタカナとひらがな。
 Café naïve résumé façade jalapeño Ångström Straße Crème brûlée über señor.
 for i in range(10):\n    print(i)  # indentation matters\n\tif x == 1: return None
-    four spaces    and tabs\t\there   trailing spaces   
+    four spaces    and tabs\t\there   trailing spaces   .\n
 """
+)
 
 
 def train_sentencepiece(vocab_size: int = 600) -> bytes:
@@ -255,8 +268,10 @@ def train_sentencepiece(vocab_size: int = 600) -> bytes:
     import io
 
     import sentencepiece as spm
-    from sentencepiece import sentencepiece_model_pb2
 
+    from internvl_agent.engine.internlm2_tokenizer import spm_schema
+
+    schema = spm_schema()
     buffer = io.BytesIO()
     lines = [line for line in SPM_CORPUS.splitlines() if line.strip()] * 8
     spm.SentencePieceTrainer.train(
@@ -278,14 +293,14 @@ def train_sentencepiece(vocab_size: int = 600) -> bytes:
         hard_vocab_limit=False,
         minloglevel=2,
     )
-    proto = sentencepiece_model_pb2.ModelProto()
+    proto = schema.ModelProto()
     proto.ParseFromString(buffer.getvalue())
     lowest = min(p.score for p in proto.pieces)
     for n in range(6):
         piece = proto.pieces.add()
         piece.piece = f"[UNUSED_TOKEN_{141 + n}]"
         piece.score = lowest - 1 - n
-        piece.type = sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED
+        piece.type = schema.ModelProto.SentencePiece.USER_DEFINED
     return proto.SerializeToString()
 
 
@@ -470,6 +485,10 @@ def original_native_model(directory: Path, llm: str, size: str = "tiny", *, seed
 
     from internvl_agent.engine.convert import convert_tokenizer, native_config
 
+    if size not in ORIGINAL_SIZES:
+        from internvl_agent.errors import ConfigurationError
+
+        raise ConfigurationError(f"unknown size {size!r}; choose one of {sorted(ORIGINAL_SIZES)}")
     tokenizer = convert_tokenizer(directory, llm)
     dims = ORIGINAL_SIZES[size]
     vocab = dims.vocab_size or len(tokenizer)
@@ -487,20 +506,54 @@ def original_native_model(directory: Path, llm: str, size: str = "tiny", *, seed
 
 
 def write_original_checkpoint(
-    directory: str | Path, llm: str = "qwen2", size: str = "tiny", *, seed: int = 0
+    directory: str | Path,
+    llm: str = "qwen2",
+    size: str = "tiny",
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    shard_bytes: int | None = None,
 ) -> Path:
-    """Write a random-weight checkpoint in InternVL's ORIGINAL format (float32 weights)."""
+    """Write a random-weight checkpoint in InternVL's ORIGINAL format; `shard_bytes` splits the
+    weights into several safetensors files with an index, as large releases are."""
+    import torch
     from safetensors.torch import save_file
 
     from internvl_agent.engine.convert import geometry, to_original
 
+    if llm not in LLM_FAMILIES:
+        from internvl_agent.errors import ConfigurationError
+
+        raise ConfigurationError(f"unknown language model {llm!r}; choose qwen2 or internlm2")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     write_original_tokenizer(out, llm)
     model, _, config = original_native_model(out, llm, size, seed=seed)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in model.state_dict().items()}
+    del model
     tensors = to_original(state, llm, geometry(config))
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    del state
+    shards: list[dict[str, Any]] = [{}]
+    used = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shard_bytes and shards[-1] and used + nbytes > shard_bytes:
+            shards.append({})
+            used = 0
+        shards[-1][name] = tensor
+        used += nbytes
+    weight_map = {}
+    for index, shard in enumerate(shards, 1):
+        file = (
+            "model.safetensors"
+            if len(shards) == 1
+            else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        )
+        save_file(shard, str(out / file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, file))
+    if len(shards) > 1:
+        index_data = {"metadata": {}, "weight_map": weight_map}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index_data, indent=2))
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     (out / "generation_config.json").write_text(json.dumps({"do_sample": False}))
     (out / "README.md").write_text(

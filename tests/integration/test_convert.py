@@ -173,7 +173,9 @@ def test_refuses_a_non_empty_destination(originals: dict[str, Path], tmp_path: P
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
 
 
-def test_several_shards_are_converted_one_by_one(originals: dict[str, Path], tmp_path: Path) -> None:
+def test_several_shards_are_converted_one_by_one(
+    originals: dict[str, Path], tmp_path: Path
+) -> None:
     """A two-shard source gives a two-shard output with an index, and the same weights."""
     from safetensors.torch import load_file, save_file
 
@@ -184,7 +186,10 @@ def test_several_shards_are_converted_one_by_one(originals: dict[str, Path], tmp
             (source / item.name).write_bytes(item.read_bytes())
     tensors = load_file(originals["internlm2"] / "model.safetensors")
     names = sorted(tensors)
-    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    halves = {
+        "model-00001-of-00002.safetensors": names[::2],
+        "model-00002-of-00002.safetensors": names[1::2],
+    }
     weight_map = {}
     for file, keys in halves.items():
         save_file({k: tensors[k] for k in keys}, str(source / file))
@@ -207,7 +212,10 @@ def test_several_shards_are_converted_one_by_one(originals: dict[str, Path], tmp
 
 @pytest.mark.parametrize("llm", LLMS)
 def test_chat_model_loads_original_checkpoint_through_the_cache(
-    llms: dict[str, ChatInternVL], originals: dict[str, Path], cache: Path, llm: str,
+    llms: dict[str, ChatInternVL],
+    originals: dict[str, Path],
+    cache: Path,
+    llm: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     answer = llms[llm].invoke([HumanMessage("Hello")])
@@ -226,7 +234,9 @@ def test_chat_model_loads_original_checkpoint_through_the_cache(
     assert not any(name.endswith(("internvl_chat", "internlm2")) for name in sys.modules)
 
 
-def test_changed_source_is_converted_again(originals: dict[str, Path], tmp_path: Path, cache: Path) -> None:
+def test_changed_source_is_converted_again(
+    originals: dict[str, Path], tmp_path: Path, cache: Path
+) -> None:
     copy = tmp_path / "copy"
     copy.mkdir()
     for item in originals["qwen2"].iterdir():
@@ -329,7 +339,7 @@ TEXTS = [
     "two  spaces,   three,    four,\t\ttabs",
     "line one\nline two\r\nline three\r\n\r\n",
     "\n\n\n",
-    "def main():\n    return {\"status\": \"ok\", \"values\": [1, 2, 3]}  # comment\n",
+    'def main():\n    return {"status": "ok", "values": [1, 2, 3]}  # comment\n',
     "for i in range(10):\n\tprint(i)\n",
     "你好，世界！这是一个测试句子。",
     "こんにちは世界。これはテストです。",
@@ -354,7 +364,9 @@ TEXTS = [
 def internlm2_tokenizers(originals: dict[str, Path]) -> tuple:
     from transformers import AutoTokenizer
 
-    out = convert_checkpoint(originals["internlm2"], originals["internlm2"].parent / "tok", progress=False)
+    out = convert_checkpoint(
+        originals["internlm2"], originals["internlm2"].parent / "tok", progress=False
+    )
     return AutoTokenizer.from_pretrained(out), ReferenceInternLM2Tokenizer(originals["internlm2"])
 
 

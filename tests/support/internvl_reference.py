@@ -141,9 +141,7 @@ class ReferenceInternLM2Tokenizer:
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         """PreTrainedTokenizer._decode (transformers 4.x, spaces_between_special_tokens)."""
         tokens = [
-            self.to_token(i)
-            for i in ids
-            if not (skip_special_tokens and i in self.all_special_ids)
+            self.to_token(i) for i in ids if not (skip_special_tokens and i in self.all_special_ids)
         ]
         sub_texts: list[str] = []
         current: list[str] = []

@@ -74,26 +74,86 @@ def test_internvit_qkv_split_matches_internvit_attention() -> None:
 @pytest.mark.parametrize(
     ("family", "original", "native"),
     [
-        ("internlm2", "language_model.model.tok_embeddings.weight", "model.language_model.embed_tokens.weight"),
+        (
+            "internlm2",
+            "language_model.model.tok_embeddings.weight",
+            "model.language_model.embed_tokens.weight",
+        ),
         ("internlm2", "language_model.output.weight", "lm_head.weight"),
-        ("internlm2", "language_model.model.layers.7.attention.wo.weight", "model.language_model.layers.7.self_attn.o_proj.weight"),
-        ("internlm2", "language_model.model.layers.0.feed_forward.w1.weight", "model.language_model.layers.0.mlp.gate_proj.weight"),
-        ("internlm2", "language_model.model.layers.0.feed_forward.w3.weight", "model.language_model.layers.0.mlp.up_proj.weight"),
-        ("internlm2", "language_model.model.layers.0.feed_forward.w2.weight", "model.language_model.layers.0.mlp.down_proj.weight"),
-        ("internlm2", "language_model.model.layers.1.attention_norm.weight", "model.language_model.layers.1.input_layernorm.weight"),
-        ("internlm2", "language_model.model.layers.1.ffn_norm.weight", "model.language_model.layers.1.post_attention_layernorm.weight"),
-        ("qwen2", "language_model.model.layers.2.self_attn.q_proj.bias", "model.language_model.layers.2.self_attn.q_proj.bias"),
+        (
+            "internlm2",
+            "language_model.model.layers.7.attention.wo.weight",
+            "model.language_model.layers.7.self_attn.o_proj.weight",
+        ),
+        (
+            "internlm2",
+            "language_model.model.layers.0.feed_forward.w1.weight",
+            "model.language_model.layers.0.mlp.gate_proj.weight",
+        ),
+        (
+            "internlm2",
+            "language_model.model.layers.0.feed_forward.w3.weight",
+            "model.language_model.layers.0.mlp.up_proj.weight",
+        ),
+        (
+            "internlm2",
+            "language_model.model.layers.0.feed_forward.w2.weight",
+            "model.language_model.layers.0.mlp.down_proj.weight",
+        ),
+        (
+            "internlm2",
+            "language_model.model.layers.1.attention_norm.weight",
+            "model.language_model.layers.1.input_layernorm.weight",
+        ),
+        (
+            "internlm2",
+            "language_model.model.layers.1.ffn_norm.weight",
+            "model.language_model.layers.1.post_attention_layernorm.weight",
+        ),
+        (
+            "qwen2",
+            "language_model.model.layers.2.self_attn.q_proj.bias",
+            "model.language_model.layers.2.self_attn.q_proj.bias",
+        ),
         ("qwen2", "language_model.lm_head.weight", "lm_head.weight"),
         ("qwen2", "mlp1.0.weight", "model.multi_modal_projector.layer_norm.weight"),
         ("qwen2", "mlp1.1.bias", "model.multi_modal_projector.linear_1.bias"),
         ("qwen2", "mlp1.3.weight", "model.multi_modal_projector.linear_2.weight"),
-        ("qwen2", "vision_model.embeddings.class_embedding", "model.vision_tower.embeddings.cls_token"),
-        ("qwen2", "vision_model.embeddings.patch_embedding.weight", "model.vision_tower.embeddings.patch_embeddings.projection.weight"),
-        ("qwen2", "vision_model.embeddings.position_embedding", "model.vision_tower.embeddings.position_embeddings"),
-        ("qwen2", "vision_model.encoder.layers.11.ls1", "model.vision_tower.encoder.layer.11.lambda_1"),
-        ("qwen2", "vision_model.encoder.layers.11.attn.proj.bias", "model.vision_tower.encoder.layer.11.attention.projection_layer.bias"),
-        ("qwen2", "vision_model.encoder.layers.0.attn.q_norm.weight", "model.vision_tower.encoder.layer.0.attention.q_norm.weight"),
-        ("qwen2", "vision_model.encoder.layers.0.norm2.bias", "model.vision_tower.encoder.layer.0.layernorm_after.bias"),
+        (
+            "qwen2",
+            "vision_model.embeddings.class_embedding",
+            "model.vision_tower.embeddings.cls_token",
+        ),
+        (
+            "qwen2",
+            "vision_model.embeddings.patch_embedding.weight",
+            "model.vision_tower.embeddings.patch_embeddings.projection.weight",
+        ),
+        (
+            "qwen2",
+            "vision_model.embeddings.position_embedding",
+            "model.vision_tower.embeddings.position_embeddings",
+        ),
+        (
+            "qwen2",
+            "vision_model.encoder.layers.11.ls1",
+            "model.vision_tower.encoder.layer.11.lambda_1",
+        ),
+        (
+            "qwen2",
+            "vision_model.encoder.layers.11.attn.proj.bias",
+            "model.vision_tower.encoder.layer.11.attention.projection_layer.bias",
+        ),
+        (
+            "qwen2",
+            "vision_model.encoder.layers.0.attn.q_norm.weight",
+            "model.vision_tower.encoder.layer.0.attention.q_norm.weight",
+        ),
+        (
+            "qwen2",
+            "vision_model.encoder.layers.0.norm2.bias",
+            "model.vision_tower.encoder.layer.0.layernorm_after.bias",
+        ),
     ],
 )
 def test_weight_names(family: str, original: str, native: str) -> None:
@@ -146,7 +206,9 @@ def test_internlm2_config_is_untied_llama_with_its_rope() -> None:
         "qkv_bias": True,
         "qk_normalization": False,
     }
-    native = native_config(config, "internlm2", image_token_id=92546, eos_token_id=92542, tied=False)
+    native = native_config(
+        config, "internlm2", image_token_id=92546, eos_token_id=92542, tied=False
+    )
     text = native["text_config"]
     assert text["model_type"] == "llama"
     assert text["tie_word_embeddings"] is False and native["tie_word_embeddings"] is False
