@@ -1,6 +1,6 @@
 """The `internvl-agent` command line (also ``python -m internvl_agent``).
 
-    internvl-agent tiny-checkpoint | chat | run | ground | serve | report | demo
+    internvl-agent tiny-checkpoint | convert | chat | run | ground | serve | report | demo
     internvl-agent eval miniwob | eval grounding
 
 Every command parses and checks its options here, then calls the library: ChatInternVL,
@@ -57,8 +57,8 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Hub id or local folder of a native InternVL checkpoint "
-        "(default: $INTERNVL_AGENT_MODEL or OpenGVLab/InternVL3-2B-hf).",
+        help="Hub id or local folder of an InternVL checkpoint, native or original (converted "
+        "on first use) (default: $INTERNVL_AGENT_MODEL or OpenGVLab/InternVL3-2B-hf).",
     ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
@@ -252,17 +252,58 @@ def tiny_checkpoint(
     directory: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to.")],
     size: Annotated[str, typer.Option(help="tiny (<1 MB), 1b or 2b (real layer sizes).")] = "tiny",
     seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="native (InternVLForConditionalGeneration) or original (InternVL's "
+            "remote-code layout, as the model cards ship it).",
+        ),
+    ] = "native",
+    llm: Annotated[
+        str, typer.Option(help="Language model of an original checkpoint: qwen2 or internlm2.")
+    ] = "qwen2",
 ) -> None:
     """Write a RANDOM-weight InternVL checkpoint with the real architecture (output is noise)."""
-    from internvl_agent.engine.tiny import NOISE_NOTICE, write_random_checkpoint
+    from internvl_agent.engine.tiny import (
+        NOISE_NOTICE,
+        write_original_checkpoint,
+        write_random_checkpoint,
+    )
 
     try:
-        path = write_random_checkpoint(directory, size=size, seed=seed)
+        if format == "original":
+            path = write_original_checkpoint(directory, llm, size, seed=seed)
+        elif format == "native":
+            path = write_random_checkpoint(directory, size=size, seed=seed)
+        else:
+            raise ConfigurationError(f"--format {format!r}: use native or original")
     except InternVLAgentError as exc:
         raise fail(exc) from None
     total = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     console.print(f"wrote {path} ({total / 1024:.0f} KiB)")
     console.print(f"[yellow]{NOISE_NOTICE}[/]")
+    print(path)
+
+
+@app.command("convert")
+def convert_command(
+    source: Annotated[
+        str, typer.Argument(help="Original InternVL checkpoint: a folder or a hub id.")
+    ],
+    destination: Annotated[Path, typer.Argument(help="New folder for the native checkpoint.")],
+    revision: Annotated[str | None, typer.Option(help="Hub revision of SOURCE.")] = None,
+) -> None:
+    """Convert an original (remote-code) InternVL checkpoint to the native transformers layout,
+    e.g. to serve it with vLLM or lmdeploy. No code from the checkpoint is run."""
+    from internvl_agent.engine.convert import convert_checkpoint, download_source
+
+    try:
+        folder = download_source(source, revision)
+        path = convert_checkpoint(folder, destination, source_id=source, revision=revision)
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
+    console.print(f"converted {source} -> {path}")
     print(path)
 
 

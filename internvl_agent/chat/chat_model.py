@@ -147,7 +147,7 @@ class _PreparedCall:
 
 
 class ChatInternVL(BaseChatModel):
-    """InternVL (InternVL3 / InternVL2.5, native ``*-hf`` checkpoints) as a LangChain chat model.
+    """InternVL (InternVL3 / InternVL2.5 checkpoints) as a LangChain chat model.
 
     The model runs in this process through transformers: no server, no API key. Constructing
     it loads nothing; the weights load on the first call and are shared by every ChatInternVL
@@ -180,7 +180,10 @@ class ChatInternVL(BaseChatModel):
 
     Key init args — client params:
         model: str
-            Hub id or local folder of a native InternVL checkpoint (env INTERNVL_AGENT_MODEL).
+            Hub id or local folder of an InternVL checkpoint (env INTERNVL_AGENT_MODEL):
+            native (``*-hf``) or original as the model cards ship it (``OpenGVLab/InternVL3-2B``,
+            ``OpenGVLab/InternVL2_5-8B-MPO``), converted once into a cache folder
+            ($INTERNVL_AGENT_CACHE, default under the HF cache) without running its code.
         device, dtype, device_map, quantization:
             Where and how the weights load ("auto" picks CUDA and bfloat16 when available).
         timeout: float | None
@@ -383,7 +386,8 @@ class ChatInternVL(BaseChatModel):
 
     model: str = Field(
         default_factory=lambda: os.environ.get(MODEL_ENV_VAR, DEFAULT_MODEL),
-        description="Hub id or local folder of a native InternVL (*-hf) checkpoint; "
+        description="Hub id or local folder of an InternVL checkpoint, native (*-hf) or "
+        "original (converted on first use into $INTERNVL_AGENT_CACHE); "
         "default: env INTERNVL_AGENT_MODEL, else OpenGVLab/InternVL3-2B-hf.",
     )
     device: str = Field(default="auto", description='"auto", "cpu", "cuda" or "cuda:N".')
@@ -448,8 +452,8 @@ class ChatInternVL(BaseChatModel):
     )
     system_message: str | None = Field(
         default=None,
-        description="System prompt used when the conversation has none (None: InternVL's "
-        "own default; an empty string: no system prompt).",
+        description="System prompt used when the conversation has none (None: the "
+        "checkpoint's default, InternVL's internvl2_5 one; an empty string: no system prompt).",
     )
     streaming: bool = Field(
         default=False,
@@ -623,7 +627,9 @@ class ChatInternVL(BaseChatModel):
         offered = tools if choice != "none" else []
         turns = messages_to_turns(
             messages,
-            system_message=self.system_message,
+            system_message=engine.loaded.system_message
+            if self.system_message is None
+            else self.system_message,
             tools_prompt=render_tools_system_prompt(offered) if offered else None,
             image_options=self.image_options,
         )

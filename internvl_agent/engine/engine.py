@@ -192,7 +192,9 @@ class InternVLEngine:
         for markup, group in itertools.groupby(segments, key=lambda seg: seg[1]):
             text = "".join(t for t, _ in group)
             if text:
-                encoded = tokenizer(text, add_special_tokens=False, split_special_tokens=not markup)
+                encoded = tokenizer(
+                    text, add_special_tokens=not ids, split_special_tokens=not markup
+                )
                 ids.extend(encoded["input_ids"])
         return ids
 

@@ -1,7 +1,10 @@
-"""Find, check and load an InternVL checkpoint (native transformers format).
+"""Find, check and load an InternVL checkpoint.
 
 One place decides the checkpoint format, the device, the dtype, the device map for several
-GPUs, the attention implementation and quantization, so that errors name the fix.
+GPUs, the attention implementation and quantization, so that errors name the fix. Native
+checkpoints (InternVLForConditionalGeneration) load directly; InternVL's original remote-code
+checkpoints (InternVLChatModel) are converted once by `engine.convert` into a cache folder and
+loaded from there, without running their code.
 """
 
 from __future__ import annotations
@@ -13,6 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from internvl_agent.engine.convert import (
+    SUPPORTED_HELP,
+    check_convertible,
+    conversion_info,
+    ensure_converted,
+    is_original,
+)
+from internvl_agent.engine.prompt import INTERNVL_SYSTEM_MESSAGE
 from internvl_agent.errors import (
     CheckpointError,
     ConfigurationError,
@@ -22,7 +33,6 @@ from internvl_agent.errors import (
 Quantization = Literal["8bit", "4bit"]
 DEFAULT_MODEL = "OpenGVLab/InternVL3-2B-hf"
 
-_ORIGINAL_ARCHITECTURES = {"InternVLChatModel"}
 _NATIVE_ARCHITECTURES = {"InternVLForConditionalGeneration"}
 
 
@@ -49,6 +59,8 @@ class LoadedModel:
     device: Any  # torch.device the inputs go to
     dtype: Any  # torch.dtype of the weights
     name: str  # a short name for response_metadata (e.g. "InternVL3-2B-hf")
+    system_message: str = INTERNVL_SYSTEM_MESSAGE  # the checkpoint's default system message
+    folder: str | None = None  # where the weights were loaded from (a conversion's cache folder)
 
 
 def resolve_device(device: str) -> str:
@@ -154,23 +166,19 @@ def read_config(checkpoint: str, revision: str | None = None) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def check_format(checkpoint: str, config: dict[str, Any]) -> None:
-    """Refuse checkpoints this package cannot load, saying what to use instead."""
+def check_format(checkpoint: str, config: dict[str, Any]) -> str:
+    """ "native" or "original" (convertible); refuse what cannot be loaded, naming what can."""
     architectures = set(config.get("architectures") or [])
-    if architectures & _ORIGINAL_ARCHITECTURES:
-        name = checkpoint.rstrip("/").split("/")[-1]
-        raise UnsupportedCheckpointError(
-            f"{checkpoint!r} is in InternVL's original remote-code format "
-            f"({', '.join(sorted(architectures))}). internvl-agent loads the native transformers "
-            f"format: use the '-hf' release of the same model (e.g. 'OpenGVLab/{name}-hf'), "
-            "which has the same weights and needs no trust_remote_code."
-        )
+    if is_original(config):
+        check_convertible(checkpoint, config)
+        return "original"
     if config.get("model_type") != "internvl" and not architectures & _NATIVE_ARCHITECTURES:
         raise UnsupportedCheckpointError(
             f"{checkpoint!r} is a {config.get('model_type')!r} checkpoint "
             f"({', '.join(sorted(architectures)) or 'no architectures'}), not InternVL. "
-            "Use an InternVL3 / InternVL2.5 '-hf' checkpoint such as 'OpenGVLab/InternVL3-2B-hf'."
+            f"{SUPPORTED_HELP}"
         )
+    return "native"
 
 
 def choose_attention(spec: LoadSpec, device: str, dtype: Any) -> str:
@@ -219,13 +227,17 @@ def load_model(spec: LoadSpec) -> LoadedModel:
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     config = read_config(spec.checkpoint, spec.revision)
-    check_format(spec.checkpoint, config)
+    folder, revision = spec.checkpoint, spec.revision
+    if check_format(spec.checkpoint, config) == "original":
+        folder, revision = str(ensure_converted(spec.checkpoint, spec.revision)), None
+        config = read_config(folder)
+    info = conversion_info(folder) if Path(folder).is_dir() else None
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     kwargs: dict[str, Any] = {
         "dtype": dtype,
         "attn_implementation": choose_attention(spec, device, dtype),
-        "revision": spec.revision,
+        "revision": revision,
     }
     quant = quantization_config(spec, device)
     if quant is not None:
@@ -236,12 +248,13 @@ def load_model(spec: LoadSpec) -> LoadedModel:
     elif quant is not None:
         kwargs["device_map"] = {"": device}
     try:
-        model = AutoModelForImageTextToText.from_pretrained(spec.checkpoint, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(spec.checkpoint, revision=spec.revision)
+        model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(folder, revision=revision)
     except Exception as exc:  # safetensors, torch and hub errors have no common base
         raise CheckpointError(
-            f"could not load {spec.checkpoint!r}: {exc}. Check that the folder holds a complete "
-            "native InternVL checkpoint (config.json, tokenizer files, *.safetensors)."
+            f"could not load {spec.checkpoint!r}{_converted_note(folder, spec)}: {exc}. Check "
+            "that the folder holds a complete InternVL checkpoint (config.json, tokenizer files, "
+            "*.safetensors)."
         ) from exc
     if device_map is None and quant is None:
         model.to(torch.device(device))  # type: ignore[arg-type]  # transformers' stub
@@ -249,7 +262,14 @@ def load_model(spec: LoadSpec) -> LoadedModel:
     embeddings: Any = model.get_input_embeddings()
     input_device = embeddings.weight.device
     name = Path(spec.checkpoint.rstrip("/")).name
-    return LoadedModel(model, tokenizer, spec, torch.device(input_device), dtype, name)
+    system = (info or {}).get("system_message") or INTERNVL_SYSTEM_MESSAGE
+    return LoadedModel(
+        model, tokenizer, spec, torch.device(input_device), dtype, name, system, folder
+    )
+
+
+def _converted_note(folder: str, spec: LoadSpec) -> str:
+    return f" (converted to {folder})" if folder != spec.checkpoint else ""
 
 
 def _device_map(spec: LoadSpec, config: dict[str, Any], device: str) -> Any:

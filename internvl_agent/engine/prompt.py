@@ -1,4 +1,7 @@
-"""Render a conversation into InternVL's prompt text (Qwen2 `<|im_start|>` chat format).
+"""Render a conversation into InternVL's prompt text (the `internvl2_5` chat format).
+
+`<|im_start|>role\n...<|im_end|>\n` turns, for both language-model families (Qwen2 and
+InternLM2), with the template's default system message when the conversation has none.
 
 Each image becomes `<img>` + `<IMG_CONTEXT>` x (256 * tiles) + `</img>`; with several images in
 one conversation they are numbered `Image-1: ...`, as InternVL was trained.
@@ -19,6 +22,19 @@ INTERNVL_SYSTEM_MESSAGE = (
     "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
     "多模态大语言模型。"
 )
+# The system message of InternVL2's `Hermes-2` and `internlm2-chat` templates (same format).
+INTERNVL2_SYSTEM_MESSAGE = (
+    "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, "
+    "是一个有用无害的人工智能助手。"
+)
+# InternVL's chat templates (the `template` of an original checkpoint's config) that use this
+# format, and their default system messages. Every turn ends with `<|im_end|>` in all of them,
+# whatever end token the language model's own config names.
+TEMPLATE_SYSTEM_MESSAGES = {
+    "internvl2_5": INTERNVL_SYSTEM_MESSAGE,
+    "Hermes-2": INTERNVL2_SYSTEM_MESSAGE,
+    "internlm2-chat": INTERNVL2_SYSTEM_MESSAGE,
+}
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 
@@ -40,6 +56,12 @@ class Turn:
     @property
     def images(self) -> list[Image.Image]:
         return [p for p in self.parts if isinstance(p, Image.Image)]
+
+
+def template_system_message(template: str | None) -> str | None:
+    """The default system message of an InternVL chat template (None: internvl2_5's); None for
+    a template whose format this module does not render."""
+    return TEMPLATE_SYSTEM_MESSAGES.get(template or "internvl2_5")
 
 
 def image_placeholder(num_tiles: int, tokens_per_tile: int = 256) -> str:

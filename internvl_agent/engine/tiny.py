@@ -214,3 +214,351 @@ def write_random_checkpoint(
 def is_random_checkpoint(directory: str | Path) -> bool:
     """True for a checkpoint written by `write_random_checkpoint`."""
     return (Path(directory) / "internvl_agent_random.json").exists()
+
+
+# --------------------------------------------------------------------------- original format
+#
+# Tiny checkpoints in InternVL's ORIGINAL remote-code layout (config.json with llm_config and
+# vision_config, the original weight names, the tokenizer files as released), for tests and
+# offline smoke tests of the conversion. `original_native_model` builds the native model with the
+# same random weights, so a conversion can be compared with it.
+
+INTERNVL_TAGS = (
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<quad>",
+    "</quad>",
+    "<ref>",
+    "</ref>",
+    "<box>",
+    "</box>",
+)
+# InternLM2's chat specials, in the id order of the released tokenizer (92538..92543).
+INTERNLM2_CHAT_SPECIALS = (
+    "<|plugin|>",
+    "<|interpreter|>",
+    "<|action_end|>",
+    "<|action_start|>",
+    "<|im_end|>",
+    "<|im_start|>",
+)
+LLM_FAMILIES = ("qwen2", "internlm2")
+_REMOTE_CODE_MAP = {
+    "AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+    "AutoModel": "modeling_internvl_chat.InternVLChatModel",
+    "AutoModelForCausalLM": "modeling_internvl_chat.InternVLChatModel",
+}
+# Text the tiny sentencepiece model is trained on (and that tests tokenize): several scripts.
+SPM_CORPUS = (
+    _CORPUS
+    + """
+你好，世界！这是一个测试句子。请描述这张图片的内容。书生·万象是多模态大语言模型。
+こんにちは世界。これはテストです。画像を説明してください。カタカナとひらがな。
+Café naïve résumé façade jalapeño Ångström Straße Crème brûlée über señor.
+for i in range(10):\n    print(i)  # indentation matters\n\tif x == 1: return None
+    four spaces    and tabs\t\there   trailing spaces   .\n
+"""
+)
+
+
+def train_sentencepiece(vocab_size: int = 600) -> bytes:
+    """A tiny sentencepiece BPE model with InternLM2's options (byte fallback, no dummy prefix,
+    whitespace kept), plus the six placeholder pieces InternLM2 renames, at the end."""
+    import io
+
+    import sentencepiece as spm
+
+    from internvl_agent.engine.internlm2_tokenizer import spm_schema
+
+    schema = spm_schema()
+    buffer = io.BytesIO()
+    lines = [line for line in SPM_CORPUS.splitlines() if line.strip()] * 8
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=buffer,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        byte_fallback=True,
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    proto = schema.ModelProto()
+    proto.ParseFromString(buffer.getvalue())
+    lowest = min(p.score for p in proto.pieces)
+    for n in range(6):
+        piece = proto.pieces.add()
+        piece.piece = f"[UNUSED_TOKEN_{141 + n}]"
+        piece.score = lowest - 1 - n
+        piece.type = schema.ModelProto.SentencePiece.USER_DEFINED
+    return proto.SerializeToString()
+
+
+def _added(content: str, special: bool = True) -> dict[str, Any]:
+    return {
+        "content": content,
+        "lstrip": False,
+        "normalized": False,
+        "rstrip": False,
+        "single_word": False,
+        "special": special,
+    }
+
+
+def write_internlm2_tokenizer_files(directory: Path) -> None:
+    """tokenizer.model + tokenizer_config.json laid out as InternVL2.5's InternLM2 releases."""
+    model = train_sentencepiece()
+    (directory / "tokenizer.model").write_bytes(model)
+    import sentencepiece as spm
+
+    size = spm.SentencePieceProcessor(model_proto=model).get_piece_size()
+    decoder = {0: _added("<unk>"), 1: _added("<s>"), 2: _added("</s>")}
+    for n, token in enumerate(INTERNLM2_CHAT_SPECIALS):
+        decoder[size - 6 + n] = _added(token)
+    for n, token in enumerate(INTERNVL_TAGS):
+        decoder[size + n] = _added(token)
+    config = {
+        "added_tokens_decoder": {str(i): e for i, e in sorted(decoder.items())},
+        "additional_special_tokens": [*INTERNLM2_CHAT_SPECIALS[::-1], *INTERNVL_TAGS],
+        "auto_map": {"AutoTokenizer": ["tokenization_internlm2.InternLM2Tokenizer", None]},
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "pad_token": "</s>",
+        "unk_token": "<unk>",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 8192,
+        "tokenizer_class": "InternLM2Tokenizer",
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+
+def write_qwen2_tokenizer_files(directory: Path, vocab_size: int = 512) -> None:
+    """vocab.json + merges.txt + tokenizer_config.json laid out as InternVL3's Qwen2 releases."""
+    fast = build_tokenizer(vocab_size)
+    model = json.loads(fast.backend_tokenizer.to_str())["model"]
+    vocab: dict[str, int] = model["vocab"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    specials = [(t, True) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")]
+    tokens = [*specials, *((t, False) for t in TOOL_TOKENS), *((t, True) for t in INTERNVL_TAGS)]
+    decoder = {len(vocab) + n: _added(t, special) for n, (t, special) in enumerate(tokens)}
+    config = {
+        "add_prefix_space": False,
+        "added_tokens_decoder": {str(i): e for i, e in decoder.items()},
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>", *INTERNVL_TAGS],
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "clean_up_tokenization_spaces": False,
+        "errors": "replace",
+        "model_max_length": 8192,
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+
+def original_config(llm: str, size: ModelSize, vocab_size: int, tokenizer: Any) -> dict[str, Any]:
+    """config.json of an original InternVL checkpoint, as released (remote-code keys included)."""
+    if llm not in LLM_FAMILIES:
+        from internvl_agent.errors import ConfigurationError
+
+        raise ConfigurationError(f"unknown language model {llm!r}; choose qwen2 or internlm2")
+    common = {
+        "hidden_size": size.text_hidden,
+        "intermediate_size": size.text_intermediate,
+        "num_hidden_layers": size.text_layers,
+        "num_attention_heads": size.text_heads,
+        "num_key_value_heads": size.text_kv_heads,
+        "max_position_embeddings": 32768,
+        "hidden_act": "silu",
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "attn_implementation": "flash_attention_2",
+    }
+    if llm == "qwen2":
+        llm_config = {
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            **common,
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 1_000_000.0,
+            "rope_scaling": None,
+            "use_sliding_window": False,
+            "sliding_window": 32768,
+            "max_window_layers": size.text_layers,
+            "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        }
+    else:
+        llm_config = {
+            "architectures": ["InternLM2ForCausalLM"],
+            "auto_map": {
+                "AutoConfig": "configuration_internlm2.InternLM2Config",
+                "AutoModel": "modeling_internlm2.InternLM2ForCausalLM",
+                "AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM",
+            },
+            "model_type": "internlm2",
+            **common,
+            "bias": False,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 1_000_000,
+            "rope_scaling": {"type": "dynamic", "factor": 2.0},
+            "bos_token_id": 1,
+            "eos_token_id": 2,  # as released: `</s>`, although turns end with <|im_end|>
+            "pad_token_id": 2,
+        }
+    return {
+        "architectures": ["InternVLChatModel"],
+        "auto_map": _REMOTE_CODE_MAP,
+        "model_type": "internvl_chat",
+        "downsample_ratio": 0.5,
+        "dynamic_image_size": True,
+        "force_image_size": 448,
+        "max_dynamic_patch": 12,
+        "min_dynamic_patch": 1,
+        "ps_version": "v2",
+        "select_layer": -1,
+        "template": "internvl2_5",
+        "torch_dtype": "bfloat16",
+        "use_thumbnail": True,
+        "llm_config": llm_config,
+        "vision_config": {
+            "architectures": ["InternVisionModel"],
+            "model_type": "intern_vit_6b",
+            "hidden_size": size.vision_hidden,
+            "intermediate_size": size.vision_intermediate,
+            "num_attention_heads": size.vision_heads,
+            "num_hidden_layers": size.vision_layers,
+            "image_size": 448,
+            "patch_size": 14,
+            "num_channels": 3,
+            "qkv_bias": True,
+            "qk_normalization": False,
+            "norm_type": "layer_norm",
+            "layer_norm_eps": 1e-6,
+            "hidden_act": "gelu",
+            "drop_path_rate": 0.0,
+            "initializer_factor": 1.0,
+            "use_flash_attn": True,
+        },
+    }
+
+
+ORIGINAL_SIZES: dict[str, ModelSize] = {
+    # 8 query heads over 2 KV heads, so InternLM2's wqkv interleave has groups of 4.
+    "tiny": ModelSize(32, 2, 2, 64, 64, 2, 8, 2, 128),
+    "1b": SIZES["1b"],
+}
+
+
+def write_original_tokenizer(directory: Path, llm: str) -> Any:
+    """Write the released tokenizer files of `llm` and return the tokenizer the conversion
+    builds from them."""
+    from internvl_agent.engine.convert import convert_tokenizer
+
+    if llm == "internlm2":
+        write_internlm2_tokenizer_files(directory)
+    else:
+        write_qwen2_tokenizer_files(directory)
+    return convert_tokenizer(directory, llm)
+
+
+def original_native_model(directory: Path, llm: str, size: str = "tiny", *, seed: int = 0) -> Any:
+    """The native model with the random weights `write_original_checkpoint` writes to
+    `directory` (whose tokenizer files must already be there)."""
+    import torch
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    from internvl_agent.engine.convert import convert_tokenizer, native_config
+
+    if size not in ORIGINAL_SIZES:
+        from internvl_agent.errors import ConfigurationError
+
+        raise ConfigurationError(f"unknown size {size!r}; choose one of {sorted(ORIGINAL_SIZES)}")
+    tokenizer = convert_tokenizer(directory, llm)
+    dims = ORIGINAL_SIZES[size]
+    vocab = dims.vocab_size or len(tokenizer)
+    config = original_config(llm, dims, vocab, tokenizer)
+    native = native_config(
+        config,
+        llm,
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        tied=False,
+    )
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(InternVLConfig(**native)).eval()
+    return model, tokenizer, config
+
+
+def write_original_checkpoint(
+    directory: str | Path,
+    llm: str = "qwen2",
+    size: str = "tiny",
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    shard_bytes: int | None = None,
+) -> Path:
+    """Write a random-weight checkpoint in InternVL's ORIGINAL format; `shard_bytes` splits the
+    weights into several safetensors files with an index, as large releases are."""
+    import torch
+    from safetensors.torch import save_file
+
+    from internvl_agent.engine.convert import geometry, to_original
+
+    if llm not in LLM_FAMILIES:
+        from internvl_agent.errors import ConfigurationError
+
+        raise ConfigurationError(f"unknown language model {llm!r}; choose qwen2 or internlm2")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    write_original_tokenizer(out, llm)
+    model, _, config = original_native_model(out, llm, size, seed=seed)
+    state = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in model.state_dict().items()}
+    del model
+    tensors = to_original(state, llm, geometry(config))
+    del state
+    shards: list[dict[str, Any]] = [{}]
+    used = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shard_bytes and shards[-1] and used + nbytes > shard_bytes:
+            shards.append({})
+            used = 0
+        shards[-1][name] = tensor
+        used += nbytes
+    weight_map = {}
+    for index, shard in enumerate(shards, 1):
+        file = (
+            "model.safetensors"
+            if len(shards) == 1
+            else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        )
+        save_file(shard, str(out / file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, file))
+    if len(shards) > 1:
+        index_data = {"metadata": {}, "weight_map": weight_map}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index_data, indent=2))
+    (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    (out / "generation_config.json").write_text(json.dumps({"do_sample": False}))
+    (out / "README.md").write_text(
+        f"# Random InternVL checkpoint, original format ({llm}, {size})\n\n{NOISE_NOTICE}\n"
+    )
+    meta = {"internvl_agent_random_checkpoint": True, "size": size, "seed": seed, "llm": llm}
+    (out / "internvl_agent_random.json").write_text(json.dumps(meta, indent=2))
+    return out

@@ -28,6 +28,53 @@ def test_tiny_checkpoint_rejects_unknown_size(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown size" in result.output
 
 
+@pytest.mark.parametrize("llm", ["qwen2", "internlm2"])
+def test_original_tiny_checkpoint_and_convert_commands(tmp_path: Path, llm: str) -> None:
+    source, target = tmp_path / "orig", tmp_path / "native"
+    args = ["tiny-checkpoint", str(source), "--format", "original", "--llm", llm]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((source / "config.json").read_text())
+    assert config["architectures"] == ["InternVLChatModel"] and "llm_config" in config
+    released = {"internlm2": "tokenizer.model", "qwen2": "vocab.json"}[llm]
+    assert (source / released).exists() and (source / "tokenizer_config.json").exists()
+    assert sum(f.stat().st_size for f in source.iterdir()) < 1_000_000
+    from safetensors import safe_open
+
+    with safe_open(str(source / "model.safetensors"), framework="pt") as f:
+        names = set(f.keys())
+    assert "mlp1.1.weight" in names and "vision_model.embeddings.class_embedding" in names
+    if llm == "internlm2":
+        assert "language_model.model.layers.0.attention.wqkv.weight" in names
+        assert "language_model.output.weight" in names
+    result = runner.invoke(app, ["convert", str(source), str(target)])
+    assert result.exit_code == 0, result.output
+    native = json.loads((target / "config.json").read_text())
+    assert native["architectures"] == ["InternVLForConditionalGeneration"]
+    result = runner.invoke(app, ["convert", str(source), str(target)])  # not empty any more
+    assert result.exit_code == 2 and "not empty" in result.output
+
+
+def test_tiny_checkpoint_rejects_unknown_format_and_llm(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["tiny-checkpoint", str(tmp_path / "x"), "--format", "gguf"])
+    assert result.exit_code == 2 and "--format 'gguf'" in result.output
+    args = ["tiny-checkpoint", str(tmp_path / "y"), "--format", "original", "--llm", "phi3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "unknown language model 'phi3'" in result.output
+
+
+def test_convert_refuses_an_unconvertible_checkpoint(tmp_path: Path) -> None:
+    config = {
+        "architectures": ["InternVLChatModel"],
+        "llm_config": {"architectures": ["Phi3ForCausalLM"]},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = runner.invoke(app, ["convert", str(tmp_path), str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "Phi3ForCausalLM" in result.output and "InternLM2" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_chat_command_streams_an_answer(tiny_checkpoint: Path, tmp_path: Path) -> None:
     image = tmp_path / "shot.png"
     Image.new("RGB", (300, 200), "blue").save(image)
