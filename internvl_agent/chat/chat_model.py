@@ -47,6 +47,7 @@ from internvl_agent.chat.tools import (
     render_tools_system_prompt,
     to_tool_call_chunk,
 )
+from internvl_agent.chat.video import DEFAULT_NUM_SEGMENTS, MAX_NUM_SEGMENTS, VideoOptions
 from internvl_agent.engine.engine import InternVLEngine, get_engine
 from internvl_agent.engine.images import TilingConfig
 from internvl_agent.engine.loading import DEFAULT_MODEL, LoadSpec
@@ -73,6 +74,8 @@ _CALL_OPTIONS = {
     "max_tokens",
     "max_tiles",
     "min_tiles",
+    "num_segments",
+    "max_tiles_per_frame",
     "stop",
     "tools",
     "tool_choice",
@@ -92,7 +95,7 @@ _CAPABILITIES: dict[str, Any] = {
     "image_tool_message": True,
     "pdf_inputs": False,
     "audio_inputs": False,
-    "video_inputs": False,
+    "video_inputs": True,
     "text_outputs": True,
     "tool_calling": True,
     "tool_choice": True,
@@ -418,6 +421,20 @@ class ChatInternVL(BaseChatModel):
         "thumbnail tile is added when there is more than one.",
     )
     min_tiles: int = Field(default=1, ge=1, description="Fewest tiles an image is cut into.")
+    num_segments: int = Field(
+        default=DEFAULT_NUM_SEGMENTS,
+        ge=1,
+        le=MAX_NUM_SEGMENTS,
+        description="Frames sampled from each video: the centre frames of this many equal "
+        "segments, as the model cards do (8). A video block's own 'num_segments' wins.",
+    )
+    max_tiles_per_frame: int = Field(
+        default=1,
+        ge=1,
+        le=40,
+        description="Most 448x448 tiles one video frame is cut into (1, as on the model "
+        "cards: 256 tokens a frame).",
+    )
     temperature: float = Field(
         default=0.0, ge=0.0, description="Sampling temperature; 0 decodes greedily."
     )
@@ -626,6 +643,10 @@ class ChatInternVL(BaseChatModel):
             system_message=self.system_message,
             tools_prompt=render_tools_system_prompt(offered) if offered else None,
             image_options=self.image_options,
+            video_options=VideoOptions(
+                num_segments=int(get("num_segments")),
+                max_tiles_per_frame=int(get("max_tiles_per_frame")),
+            ),
         )
         constraint, prefill = None, ""
         response_format = options.get("response_format")
@@ -665,6 +686,49 @@ class ChatInternVL(BaseChatModel):
             parse_tools=bool(offered),
             forced_tool=forced,
         )
+
+    # --- token counting (the checkpoint's tokenizer, never LangChain's GPT-2 fallback) ---
+    def get_token_ids(self, text: str) -> list[int]:
+        """Ids of `text` in the checkpoint's own tokenizer, as text of a message is tokenized
+        (tags such as ``<|im_end|>`` in it count as plain characters). Loads the model like a
+        first call does, so the count comes from the very tokenizer generation uses."""
+        if self.custom_get_token_ids is not None:
+            return self.custom_get_token_ids(text)
+        tokenizer = self._engine(self.model).tokenizer
+        encoded = tokenizer(text, add_special_tokens=False, split_special_tokens=True)
+        return list(encoded["input_ids"])
+
+    def get_num_tokens(self, text: str) -> int:
+        """How many tokens `text` is in the checkpoint's tokenizer."""
+        return len(self.get_token_ids(text))
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """The prompt tokens of ``invoke(messages)``: its ``usage_metadata["input_tokens"]``.
+
+        The engine's own prompt is built: the system turn (InternVL's default when there is
+        none), chat markup, 256 tokens per tile of each image (``max_tiles``) and video frame
+        (``num_segments`` frames of ``max_tiles_per_frame`` tiles) and the assistant header.
+        ``tools`` (any form ``bind_tools`` takes) adds their system prompt; a model from
+        ``bind_tools`` does not pass its tools here, so give them to count them.
+        """
+        formatted = [convert_to_openai_tool(t) for t in tools or ()]
+        turns = messages_to_turns(
+            messages,
+            system_message=self.system_message,
+            tools_prompt=render_tools_system_prompt(formatted) if formatted else None,
+            image_options=self.image_options,
+            video_options=VideoOptions(
+                num_segments=self.num_segments, max_tiles_per_frame=self.max_tiles_per_frame
+            ),
+        )
+        request = GenerationRequest(
+            turns=turns,
+            tiling=TilingConfig(max_tiles=self.max_tiles, min_tiles=self.min_tiles),
+            default_system=None,
+        )
+        return len(self._engine(self.model).prompt_token_ids(request))
 
     def _engine(self, model: str) -> InternVLEngine:
         """The shared engine of `model` with this instance's loading options."""
