@@ -139,7 +139,7 @@ def _open(av: Any, source: Path | bytes, label: str) -> Any:
 def _video_stream(container: Any, label: str) -> Any:
     streams = container.streams.video
     if not streams:
-        raise VideoInputError(f"{label} has no video stream")
+        raise VideoInputError(f"{label} has no video stream (an audio file, or an incomplete one?)")
     return streams[0]
 
 
@@ -199,7 +199,10 @@ _CACHE: LRU[tuple[Any, ...], VideoFrames] = LRU(max_size=_FRAME_CACHE_BYTES, siz
 
 def _source_key(source: Path | bytes) -> tuple[Any, ...]:
     if isinstance(source, Path):
-        stat = source.stat()
+        try:
+            stat = source.stat()
+        except OSError as exc:
+            raise VideoInputError(f"cannot read video file {source}: {exc}") from exc
         return ("path", str(source.resolve()), stat.st_mtime_ns, stat.st_size)
     return ("bytes", hashlib.sha256(source).hexdigest())
 

@@ -60,6 +60,8 @@ def write_video(
         stream.pix_fmt = "yuv420p" if codec != "ffv1" else "yuv444p"
         if codec == "libx264":
             stream.options = {"crf": "18", "preset": "ultrafast"}
+        if not num_frames:
+            container.start_encoding()  # a header and a video stream, without a frame
         for number in range(num_frames):
             frame = av.VideoFrame.from_ndarray(frame_pixels(number, width, height), format="rgb24")
             for packet in stream.encode(frame):
