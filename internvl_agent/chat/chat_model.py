@@ -368,6 +368,48 @@ class ChatInternVL(BaseChatModel):
         # .box (pixels): (384, 32, 896, 64); .point (its centre, pixels): (640, 48)
         ```
 
+    Video input:
+        ```python
+        message = HumanMessage(
+            content=[
+                {"type": "video", "url": "red-panda.mp4"},
+                # also http(s) URLs, {"type": "video", "base64": ..., "mime_type": "video/mp4"},
+                # "start"/"end" (seconds) and "num_segments" keys, or frames you already have:
+                # {"type": "video", "frames": [img1, img2, ...]}
+                {"type": "text", "text": "What is the red panda doing?"},
+            ]
+        )
+        ai_msg = llm.invoke([message])
+        ai_msg.response_metadata["num_images"], ai_msg.response_metadata["image_tokens"]
+        ```
+
+        ```python
+        (8, 2048)
+        ```
+
+        Needs ``pip install 'internvl-agent[video]'`` (PyAV). As on the model cards, the centre
+        frames of ``num_segments`` (8) equal segments are taken, each one 448x448 tile
+        (``max_tiles_per_frame``), and the prompt reads ``Frame1: <img>...</img>`` ... Both
+        options are fields and per-call options (``llm.invoke(msgs, num_segments=16)``). A
+        second question about the same video decodes and encodes nothing (the frames and their
+        vision features are cached).
+
+    Token counting:
+        ```python
+        llm.get_num_tokens_from_messages(messages)
+        ```
+
+        ```python
+        66
+        ```
+
+        The count is the ``input_tokens`` that ``invoke(messages)`` reports: the checkpoint's
+        own tokenizer on the engine's own prompt (default system message, images and video
+        frames at 256 tokens a tile), never LangChain's GPT-2 fallback. ``tools=[...]`` adds the
+        tools prompt (a model from ``bind_tools`` does not pass its tools on). ``get_token_ids``
+        and ``get_num_tokens`` count text; ``trim_messages(msgs, token_counter=llm, ...)``
+        works. Counting loads the model, as a first call does.
+
     Token usage:
         ```python
         ai_msg = llm.invoke(messages)

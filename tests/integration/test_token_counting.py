@@ -60,6 +60,9 @@ def test_custom_get_token_ids_still_wins(tiny_checkpoint: Path) -> None:
     assert model.get_num_tokens("abc") == 3
 
 
+_WEATHER_CALL: Any = {"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}
+
+
 def _conversations() -> dict[str, list[BaseMessage]]:
     image = Image.new("RGB", (900, 300), "navy")
     return {
@@ -81,10 +84,9 @@ def _conversations() -> dict[str, list[BaseMessage]]:
         ],
         "tool history": [
             HumanMessage("Weather in Paris?"),
-            AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"},
-                                       "id": "c1", "type": "tool_call"}]),
+            AIMessage("", tool_calls=[_WEATHER_CALL]),
             ToolMessage("sunny", tool_call_id="c1"),
-        ],  # fmt: skip
+        ],
     }
 
 

@@ -120,7 +120,7 @@ def test_a_bound_that_selects_no_frame_is_an_error(bound: tuple[float, float]) -
 
 @pytest.mark.parametrize("value", [0, -1, 513, 2.5, True, "8"])
 def test_num_segments_is_validated(value: Any) -> None:
-    with pytest.raises(ConfigurationError, match="num_segments must be an int in 1..512"):
+    with pytest.raises(ConfigurationError, match=r"num_segments must be an int in 1\.\.512"):
         sample_frame_indices(10, 10.0, value)
     with pytest.raises(ConfigurationError, match="num_segments"):
         VideoOptions(num_segments=value)
@@ -128,7 +128,7 @@ def test_num_segments_is_validated(value: Any) -> None:
 
 @pytest.mark.parametrize("value", [0, 41, 1.5, None])
 def test_max_tiles_per_frame_is_validated(value: Any) -> None:
-    with pytest.raises(ConfigurationError, match="max_tiles_per_frame must be an int in 1..40"):
+    with pytest.raises(ConfigurationError, match=r"max_tiles_per_frame must be an int in 1\.\.40"):
         VideoOptions(max_tiles_per_frame=value)
 
 
@@ -254,15 +254,15 @@ def test_truncated_file_is_an_error_or_its_first_frames(tmp_path: Path) -> None:
 
 def test_zero_frame_video_is_a_clear_error(tmp_path: Path) -> None:
     path = write_video(tmp_path / "empty.avi", 0, codec="mpeg4")  # a video stream, 0 frames
-    with pytest.raises(VideoInputError, match="empty.avi has no video frames"):
+    with pytest.raises(VideoInputError, match=r"empty\.avi has no video frames"):
         decode_video(path)
     path = write_video(tmp_path / "empty.mp4", 0)  # MP4 keeps no stream without samples
-    with pytest.raises(VideoInputError, match="empty.mp4 has no video stream"):
+    with pytest.raises(VideoInputError, match=r"empty\.mp4 has no video stream"):
         decode_video(path)
 
 
 def test_missing_file_is_a_video_error(tmp_path: Path) -> None:
-    with pytest.raises(VideoInputError, match="cannot read video file .*gone.mp4"):
+    with pytest.raises(VideoInputError, match=r"cannot read video file .*gone\.mp4"):
         decode_video(tmp_path / "gone.mp4")
 
 
@@ -280,7 +280,7 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
             container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    with pytest.raises(VideoInputError, match="tone.wav has no video stream"):
+    with pytest.raises(VideoInputError, match=r"tone\.wav has no video stream"):
         decode_video(path)
 
 
@@ -480,7 +480,7 @@ def test_video_sources_follow_the_image_rules(videos: dict[tuple[str, int, Any],
     with pytest.raises(VideoInputError, match="allow_local_files=False"):
         content_to_parts([{"type": "video", "path": str(path)}], where="m",
                          options=ImageLoadOptions(allow_local_files=False))  # fmt: skip
-    with pytest.raises(VideoInputError, match="video file /nope/v.mp4 does not exist"):
+    with pytest.raises(VideoInputError, match=r"video file /nope/v\.mp4 does not exist"):
         content_to_parts([{"type": "video", "url": "/nope/v.mp4"}], where="m")
     with pytest.raises(VideoInputError, match=r"'image/png', not a video/\* type"):
         content_to_parts([{"type": "video", "base64": data, "mime_type": "image/png"}], where="m")
@@ -540,9 +540,7 @@ def test_frames_do_not_renumber_images(videos: dict[tuple[str, int, Any], Path])
     assert [f.tiling.max_tiles for f in frames] == [3, 3]
     prompt = "".join(text for text, _ in render_segments(turns, [1, 3, 3, 1]))
     one, three = image_placeholder(1), image_placeholder(3)
-    assert (
-        f"Image-1: {one}\nFrame1: {three}\nFrame2: {three}\nImage-2: {one}\ncompare" in prompt
-    )
+    assert f"Image-1: {one}\nFrame1: {three}\nFrame2: {three}\nImage-2: {one}\ncompare" in prompt
 
 
 def test_a_system_message_cannot_carry_a_video(videos: dict[tuple[str, int, Any], Path]) -> None:
