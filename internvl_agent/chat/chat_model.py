@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.language_models.model_profile import ModelProfile
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
@@ -757,7 +757,7 @@ class ChatInternVL(BaseChatModel):
         """
         formatted = [convert_to_openai_tool(t) for t in tools or ()]
         turns = messages_to_turns(
-            messages,
+            convert_to_messages(messages),
             system_message=self.system_message,
             tools_prompt=render_tools_system_prompt(formatted) if formatted else None,
             image_options=self.image_options,

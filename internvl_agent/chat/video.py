@@ -7,9 +7,9 @@ seconds, converted to frame numbers with the stream's average fps and rounded) a
 
 `decode_video` opens a path or encoded bytes, counts the frames by demuxing (no decoding),
 computes the indices, then decodes once, in order, keeping only those frames as RGB PIL images.
-The frames are frozen (`freeze_image`): their vision-cache keys are computed once. A small LRU
-keeps the frames of recent videos, so a second question about the same video decodes nothing
-(and, through the engine's vision cache, encodes nothing).
+The frames are frozen (`freeze_image`): their vision-cache keys are computed once. An LRU
+(256 MB of RGB frames) keeps the frames of recent videos, so a second question about the same
+video decodes nothing (and, through the engine's vision cache, encodes nothing).
 
 PyAV (``av``) is the ``video`` extra; without it, decoding raises a `ConfigurationError` that
 names the extra.

@@ -308,7 +308,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(self.body)))
             self.end_headers()
-            self.wfile.write(self.body)
+            try:
+                self.wfile.write(self.body)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                pass
         else:
             self.send_response(404)
             self.send_header("Content-Length", "0")
