@@ -22,6 +22,10 @@ class ImageInputError(InternVLAgentError, ValueError):
     """An image in the input cannot be decoded, fetched or accepted."""
 
 
+class VideoInputError(InternVLAgentError, ValueError):
+    """A video in the input cannot be decoded, fetched or accepted."""
+
+
 class MessageFormatError(InternVLAgentError, ValueError):
     """A message or content block has a form this model cannot take."""
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.language_models.model_profile import ModelProfile
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
@@ -47,6 +47,7 @@ from internvl_agent.chat.tools import (
     render_tools_system_prompt,
     to_tool_call_chunk,
 )
+from internvl_agent.chat.video import DEFAULT_NUM_SEGMENTS, MAX_NUM_SEGMENTS, VideoOptions
 from internvl_agent.engine.engine import InternVLEngine, get_engine
 from internvl_agent.engine.images import TilingConfig
 from internvl_agent.engine.loading import DEFAULT_MODEL, LoadSpec
@@ -73,6 +74,8 @@ _CALL_OPTIONS = {
     "max_tokens",
     "max_tiles",
     "min_tiles",
+    "num_segments",
+    "max_tiles_per_frame",
     "stop",
     "tools",
     "tool_choice",
@@ -92,7 +95,7 @@ _CAPABILITIES: dict[str, Any] = {
     "image_tool_message": True,
     "pdf_inputs": False,
     "audio_inputs": False,
-    "video_inputs": False,
+    "video_inputs": True,
     "text_outputs": True,
     "tool_calling": True,
     "tool_choice": True,
@@ -368,6 +371,48 @@ class ChatInternVL(BaseChatModel):
         # .box (pixels): (384, 32, 896, 64); .point (its centre, pixels): (640, 48)
         ```
 
+    Video input:
+        ```python
+        message = HumanMessage(
+            content=[
+                {"type": "video", "url": "red-panda.mp4"},
+                # also http(s) URLs, {"type": "video", "base64": ..., "mime_type": "video/mp4"},
+                # "start"/"end" (seconds) and "num_segments" keys, or frames you already have:
+                # {"type": "video", "frames": [img1, img2, ...]}
+                {"type": "text", "text": "What is the red panda doing?"},
+            ]
+        )
+        ai_msg = llm.invoke([message])
+        ai_msg.response_metadata["num_images"], ai_msg.response_metadata["image_tokens"]
+        ```
+
+        ```python
+        (8, 2048)
+        ```
+
+        Needs ``pip install 'internvl-agent[video]'`` (PyAV). As on the model cards, the centre
+        frames of ``num_segments`` (8) equal segments are taken, each one 448x448 tile
+        (``max_tiles_per_frame``), and the prompt reads ``Frame1: <img>...</img>`` ... Both
+        options are fields and per-call options (``llm.invoke(msgs, num_segments=16)``). A
+        second question about the same video decodes and encodes nothing (the frames and their
+        vision features are cached).
+
+    Token counting:
+        ```python
+        llm.get_num_tokens_from_messages(messages)
+        ```
+
+        ```python
+        66
+        ```
+
+        The count is the ``input_tokens`` that ``invoke(messages)`` reports: the checkpoint's
+        own tokenizer on the engine's own prompt (default system message, images and video
+        frames at 256 tokens a tile), never LangChain's GPT-2 fallback. ``tools=[...]`` adds the
+        tools prompt (a model from ``bind_tools`` does not pass its tools on). ``get_token_ids``
+        and ``get_num_tokens`` count text; ``trim_messages(msgs, token_counter=llm, ...)``
+        works. Counting loads the model, as a first call does.
+
     Token usage:
         ```python
         ai_msg = llm.invoke(messages)
@@ -422,6 +467,20 @@ class ChatInternVL(BaseChatModel):
         "thumbnail tile is added when there is more than one.",
     )
     min_tiles: int = Field(default=1, ge=1, description="Fewest tiles an image is cut into.")
+    num_segments: int = Field(
+        default=DEFAULT_NUM_SEGMENTS,
+        ge=1,
+        le=MAX_NUM_SEGMENTS,
+        description="Frames sampled from each video: the centre frames of this many equal "
+        "segments, as the model cards do (8). A video block's own 'num_segments' wins.",
+    )
+    max_tiles_per_frame: int = Field(
+        default=1,
+        ge=1,
+        le=40,
+        description="Most 448x448 tiles one video frame is cut into (1, as on the model "
+        "cards: 256 tokens a frame).",
+    )
     temperature: float = Field(
         default=0.0, ge=0.0, description="Sampling temperature; 0 decodes greedily."
     )
@@ -632,6 +691,10 @@ class ChatInternVL(BaseChatModel):
             else self.system_message,
             tools_prompt=render_tools_system_prompt(offered) if offered else None,
             image_options=self.image_options,
+            video_options=VideoOptions(
+                num_segments=int(get("num_segments")),
+                max_tiles_per_frame=int(get("max_tiles_per_frame")),
+            ),
         )
         constraint, prefill = None, ""
         response_format = options.get("response_format")
@@ -671,6 +734,49 @@ class ChatInternVL(BaseChatModel):
             parse_tools=bool(offered),
             forced_tool=forced,
         )
+
+    # --- token counting (the checkpoint's tokenizer, never LangChain's GPT-2 fallback) ---
+    def get_token_ids(self, text: str) -> list[int]:
+        """Ids of `text` in the checkpoint's own tokenizer, as text of a message is tokenized
+        (tags such as ``<|im_end|>`` in it count as plain characters). Loads the model like a
+        first call does, so the count comes from the very tokenizer generation uses."""
+        if self.custom_get_token_ids is not None:
+            return self.custom_get_token_ids(text)
+        tokenizer = self._engine(self.model).tokenizer
+        encoded = tokenizer(text, add_special_tokens=False, split_special_tokens=True)
+        return list(encoded["input_ids"])
+
+    def get_num_tokens(self, text: str) -> int:
+        """How many tokens `text` is in the checkpoint's tokenizer."""
+        return len(self.get_token_ids(text))
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """The prompt tokens of ``invoke(messages)``: its ``usage_metadata["input_tokens"]``.
+
+        The engine's own prompt is built: the system turn (InternVL's default when there is
+        none), chat markup, 256 tokens per tile of each image (``max_tiles``) and video frame
+        (``num_segments`` frames of ``max_tiles_per_frame`` tiles) and the assistant header.
+        ``tools`` (any form ``bind_tools`` takes) adds their system prompt; a model from
+        ``bind_tools`` does not pass its tools here, so give them to count them.
+        """
+        formatted = [convert_to_openai_tool(t) for t in tools or ()]
+        turns = messages_to_turns(
+            convert_to_messages(messages),
+            system_message=self.system_message,
+            tools_prompt=render_tools_system_prompt(formatted) if formatted else None,
+            image_options=self.image_options,
+            video_options=VideoOptions(
+                num_segments=self.num_segments, max_tiles_per_frame=self.max_tiles_per_frame
+            ),
+        )
+        request = GenerationRequest(
+            turns=turns,
+            tiling=TilingConfig(max_tiles=self.max_tiles, min_tiles=self.min_tiles),
+            default_system=None,
+        )
+        return len(self._engine(self.model).prompt_token_ids(request))
 
     def _engine(self, model: str) -> InternVLEngine:
         """The shared engine of `model` with this instance's loading options."""

@@ -21,6 +21,18 @@ Images (all decoded, EXIF-rotated and converted to RGB)
     * ``{"type": "file", ...}`` (v1, v0 or OpenAI ``{"file": {"file_data": "data:..."}}``)
       whose MIME type is ``image/*``; other files are rejected.
 
+Videos (sampled as the model cards do, see chat/video.py; decoding needs the ``video`` extra)
+    * v1 ``{"type": "video", "base64": ..., "mime_type": "video/mp4"}``;
+    * v1 ``{"type": "video", "url": ...}`` (``http(s)://`` with the image limits: the same
+      ``fetch_timeout`` and ``max_bytes``; ``data:``; ``file://`` or a local path) and
+      ``{"type": "video", "path": ...}``; v0 ``source_type`` forms as for images;
+    * ``{"type": "video_url", "video_url": {"url": ...}}`` (vLLM's form) and ``file`` blocks
+      whose MIME type is ``video/*``;
+    * this package's explicit frames ``{"type": "video", "frames": [...]}``: PIL images, image
+      blocks or image paths/URLs, used as given (no sampling);
+    * optional keys: ``num_segments`` (frames to sample, else `VideoOptions.num_segments`) and
+      ``start`` / ``end`` (seconds; the cards' ``bound``).
+
 Skipped (they carry nothing the model should see as input; tool calls are rendered from
 ``AIMessage.tool_calls`` elsewhere)
     * ``reasoning``, ``thinking``, ``redacted_thinking``;
@@ -29,8 +41,9 @@ Skipped (they carry nothing the model should see as input; tool calls are render
     * ``non_standard`` blocks, unless their ``value`` is itself a supported text or image
       block, which is then used.
 
-Everything else (``audio``, ``video``, ``input_audio``, unknown types, provider file ids)
-raises `MessageFormatError`. Image problems raise `ImageInputError`.
+Everything else (``audio``, ``input_audio``, unknown types, provider file ids) raises
+`MessageFormatError`. Image problems raise `ImageInputError`, video problems
+`VideoInputError` (a missing PyAV: `ConfigurationError` naming the extra).
 """
 
 from __future__ import annotations
@@ -51,14 +64,21 @@ from typing import Any
 import httpx
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from internvl_agent.chat.video import VideoOptions, check_num_segments, decode_video
 from internvl_agent.engine.images import freeze_image, is_frozen, to_rgb
-from internvl_agent.errors import ImageInputError, MessageFormatError
+from internvl_agent.errors import (
+    ConfigurationError,
+    ImageInputError,
+    MessageFormatError,
+    VideoInputError,
+)
 
 __all__ = [
     "ContentPart",
     "ImageLoadOptions",
     "ImagePart",
     "TextPart",
+    "VideoPart",
     "content_to_parts",
     "load_image",
 ]
@@ -69,11 +89,11 @@ _READ_CHUNK = 64 * 1024
 _URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
 _WINDOWS_DRIVE = re.compile(r"^[a-zA-Z]:[\\/]")
 _BASE64_LOOKING = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
-_FETCH_HINT = "download the image yourself and pass it as base64 or a local file"
 _GENERIC_BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 
 _TEXT_TYPES = frozenset({"text", "input_text", "text-plain"})
 _IMAGE_TYPES = frozenset({"image", "image_url", "input_image"})
+_VIDEO_TYPES = frozenset({"video", "video_url"})
 _SKIPPED_TYPES = frozenset(
     {
         "reasoning",
@@ -90,8 +110,9 @@ _SKIPPED_TYPES = frozenset(
 )
 _SUPPORTED_HELP = (
     "supported block types are 'text', 'image' (base64, url, path or a PIL image under "
-    "'image'), 'image_url', 'input_image' and 'file' with an image/* MIME type; "
-    "reasoning and tool-call blocks are skipped"
+    "'image'), 'image_url', 'input_image', 'video' (base64, url, path or 'frames'), "
+    "'video_url' and 'file' with an image/* or video/* MIME type; reasoning and tool-call "
+    "blocks are skipped"
 )
 
 
@@ -110,7 +131,17 @@ class ImagePart:
     source: str
 
 
-ContentPart = TextPart | ImagePart
+@dataclass
+class VideoPart:
+    """A video as its frames (RGB; sampled ones are frozen), in order; `indices` are the frame
+    numbers sampled from the video (0..n-1 for frames given explicitly)."""
+
+    frames: list[Image.Image]
+    source: str
+    indices: list[int]
+
+
+ContentPart = TextPart | ImagePart | VideoPart
 
 
 @dataclass(frozen=True)
@@ -130,6 +161,7 @@ class ImageLoadOptions:
 
 
 _DEFAULT_OPTIONS = ImageLoadOptions()
+_DEFAULT_VIDEO = VideoOptions()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -149,25 +181,33 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_mime(mime_type: str | None, source: str) -> None:
-    """Reject a declared MIME type that is neither image/* nor generic binary."""
+def _fetch_hint(kind: str) -> str:
+    return f"download the {kind} yourself and pass it as base64 or a local file"
+
+
+_EXAMPLE_FORMATS = {"image": "PNG, JPEG, WebP, ...", "video": "MP4, WebM, MKV, ..."}
+
+
+def _check_mime(mime_type: str | None, source: str, kind: str = "image") -> None:
+    """Reject a declared MIME type that is neither `kind`/* nor generic binary."""
     if not mime_type:
         return
     mime = mime_type.split(";", 1)[0].strip().lower()
-    if mime.startswith("image/") or mime in _GENERIC_BINARY_TYPES:
+    if mime.startswith(f"{kind}/") or mime in _GENERIC_BINARY_TYPES:
         return
+    article = "an" if kind == "image" else "a"
     raise ImageInputError(
-        f"{source} has MIME type {mime!r}, not an image/* type; pass an image "
-        "(PNG, JPEG, WebP, ...) instead"
+        f"{source} has MIME type {mime!r}, not {article} {kind}/* type; pass {article} {kind} "
+        f"({_EXAMPLE_FORMATS[kind]}) instead"
     )
 
 
-def _check_size(n_bytes: int, source: str, options: ImageLoadOptions) -> None:
-    """Reject encoded image data over `options.max_bytes`."""
+def _check_size(n_bytes: int, source: str, options: ImageLoadOptions, kind: str = "image") -> None:
+    """Reject encoded data over `options.max_bytes`."""
     if n_bytes > options.max_bytes:
         raise ImageInputError(
             f"{source} is larger than the limit of {options.max_bytes} bytes "
-            f"({_human_size(options.max_bytes)}); pass a smaller image or raise "
+            f"({_human_size(options.max_bytes)}); pass a smaller {kind} or raise "
             "ImageLoadOptions.max_bytes"
         )
 
@@ -303,7 +343,9 @@ def _load_data_url(url: str, options: ImageLoadOptions) -> ImagePart:
     return _decode_bytes(raw, f"{label} ({_human_size(len(raw))})", options)
 
 
-def _read_capped(response: httpx.Response, url: str, options: ImageLoadOptions) -> bytes:
+def _read_capped(
+    response: httpx.Response, url: str, options: ImageLoadOptions, kind: str = "image"
+) -> bytes:
     """The body of a streamed response, stopping once it exceeds `options.max_bytes`."""
     deadline = time.monotonic() + options.fetch_timeout
     chunks: list[bytes] = []
@@ -312,16 +354,16 @@ def _read_capped(response: httpx.Response, url: str, options: ImageLoadOptions) 
         if time.monotonic() > deadline:
             raise httpx.ReadTimeout(f"reading {url} took too long")
         received += len(chunk)
-        _check_size(received, f"image at {url}", options)
+        _check_size(received, f"{kind} at {url}", options, kind)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _http_get(url: str, options: ImageLoadOptions) -> tuple[bytes, str | None]:
+def _http_get(url: str, options: ImageLoadOptions, kind: str = "image") -> tuple[bytes, str | None]:
     """GET `url` (redirects followed); return (body, Content-Type) within size and time limits."""
     with (
         httpx.Client(
-            headers={"User-Agent": USER_AGENT, "Accept": "image/*"},
+            headers={"User-Agent": USER_AGENT, "Accept": f"{kind}/*"},
             timeout=options.fetch_timeout,
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
@@ -332,34 +374,40 @@ def _http_get(url: str, options: ImageLoadOptions) -> tuple[bytes, str | None]:
         content_type = response.headers.get("Content-Type")
         length = response.headers.get("Content-Length")
         if length and length.isdigit():
-            _check_size(int(length), f"image at {url}", options)
-        return _read_capped(response, url, options), content_type
+            _check_size(int(length), f"{kind} at {url}", options, kind)
+        return _read_capped(response, url, options, kind), content_type
 
 
-def _fetch_url(url: str, options: ImageLoadOptions) -> ImagePart:
-    """Fetch and decode an http(s) image URL."""
+def _fetch_bytes(url: str, options: ImageLoadOptions, kind: str = "image") -> bytes:
+    """Download an http(s) URL of an image (or video) within the options' limits."""
     source = _short(url, 200)
     if not options.allow_remote:
         raise ImageInputError(
-            f"fetching remote images is disabled (ImageLoadOptions.allow_remote=False), so "
-            f"{source} cannot be loaded; {_FETCH_HINT}"
+            f"fetching remote {kind}s is disabled (ImageLoadOptions.allow_remote=False), so "
+            f"{source} cannot be loaded; {_fetch_hint(kind)}"
         )
     try:
-        body, content_type = _http_get(url, options)
+        body, content_type = _http_get(url, options, kind)
     except httpx.HTTPStatusError as exc:
         status = exc.response
         raise ImageInputError(
             f"fetching {source} failed: HTTP {status.status_code} {status.reason_phrase}; "
-            f"check the URL or {_FETCH_HINT}"
+            f"check the URL or {_fetch_hint(kind)}"
         ) from exc
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+        outcome = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
         raise ImageInputError(
-            f"fetching {source} {kind} ({exc or type(exc).__name__}; timeout "
-            f"{options.fetch_timeout} s, see ImageLoadOptions.fetch_timeout); {_FETCH_HINT}"
+            f"fetching {source} {outcome} ({exc or type(exc).__name__}; timeout "
+            f"{options.fetch_timeout} s, see ImageLoadOptions.fetch_timeout); "
+            f"{_fetch_hint(kind)}"
         ) from exc
-    _check_mime(content_type, f"the response from {source}")
-    return _decode_bytes(body, source, options)
+    _check_mime(content_type, f"the response from {source}", kind)
+    return body
+
+
+def _fetch_url(url: str, options: ImageLoadOptions) -> ImagePart:
+    """Fetch and decode an http(s) image URL."""
+    return _decode_bytes(_fetch_bytes(url, options), _short(url, 200), options)
 
 
 def _local_path(text: str) -> Path:
@@ -560,20 +608,193 @@ def _image_from_file_block(block: dict[str, Any], options: ImageLoadOptions) -> 
     return _image_from_block(block, options)
 
 
+# --------------------------------------------------------------------------- video
+
+
+def _video_error(exc: ImageInputError) -> VideoInputError:
+    """A loading error of the shared image/video helpers, as a video error."""
+    error = VideoInputError(str(exc))
+    error.__cause__ = exc.__cause__
+    return error
+
+
+def _video_path(text: str, options: ImageLoadOptions) -> Path:
+    """A local video file (plain path or file:// URL); PyAV reads it, not this module."""
+    if not options.allow_local_files:
+        raise VideoInputError(
+            f"reading local files is disabled (ImageLoadOptions.allow_local_files=False), so "
+            f"{_short(text)} cannot be loaded; pass the video as base64 instead"
+        )
+    try:
+        path = _local_path(text)
+    except ImageInputError as exc:
+        raise _video_error(exc) from exc
+    if not _is_file(path):
+        raise VideoInputError(f"video file {_short(text)} does not exist")
+    return path
+
+
+def _video_base64(data: Any, mime_type: str | None, options: ImageLoadOptions) -> tuple[bytes, str]:
+    """Decoded base64 video data (a data: URL is accepted too) and its label."""
+    if isinstance(data, bytes):
+        data = data.decode("ascii", errors="replace")
+    if not isinstance(data, str):
+        raise VideoInputError(f"base64 video data must be a str, not {type(data).__name__}")
+    if data.startswith("data:"):
+        mime_type, is_base64, data = _parse_data_url(data)
+        if not is_base64:
+            raise VideoInputError("a video data: URL must be base64 (data:video/mp4;base64,...)")
+    label = f"base64 {mime_type or 'video'}"
+    try:
+        _check_mime(mime_type, label, "video")
+        estimate = len(data) * 3 // 4
+        if estimate > options.max_bytes + 1024:
+            _check_size(estimate, f"{label} (about {_human_size(estimate)})", options, "video")
+        raw = _decode_base64_text(data, label)
+        _check_size(len(raw), label, options, "video")
+    except ImageInputError as exc:
+        raise _video_error(exc) from exc
+    return raw, f"{label} ({_human_size(len(raw))})"
+
+
+def _video_string(text: str, options: ImageLoadOptions) -> tuple[Path | bytes, str]:
+    """A video named by a data:, http(s)://, file:// URL or a local path: (path or bytes, label)."""
+    scheme_match = _URL_SCHEME.match(text)
+    scheme = scheme_match.group(1).lower() if scheme_match else ""
+    if scheme == "data":
+        return _video_base64(text, None, options)
+    if scheme in ("http", "https"):
+        try:
+            return _fetch_bytes(text, options, "video"), _short(text, 200)
+        except ImageInputError as exc:
+            raise _video_error(exc) from exc
+    if scheme == "file" or not scheme or _WINDOWS_DRIVE.match(text):
+        path = _video_path(text, options)
+        return path, str(path)
+    raise VideoInputError(
+        f"video URL {_short(text)} has unsupported scheme {scheme!r}; use http(s)://, "
+        "data:, file:// or a local path"
+    )
+
+
+def _video_source(block: dict[str, Any], options: ImageLoadOptions) -> tuple[Path | bytes, str]:
+    """Where a ``video`` / ``video_url`` / video ``file`` block's data is."""
+    if block.get("type") == "video_url":
+        value = block.get("video_url")
+        url = value.get("url") if isinstance(value, dict) else value
+        if not isinstance(url, str) or not url:
+            raise MessageFormatError("its 'video_url' must be a URL string or {'url': '...'}")
+        return _video_string(url, options)
+    nested = block.get("file")
+    if isinstance(nested, dict) and isinstance(nested.get("file_data"), str):
+        return _video_string(nested["file_data"], options)
+    data = block.get("base64")
+    if data is None and block.get("source_type") == "base64":
+        data = block.get("data")
+    if data is not None:
+        return _video_base64(data, block.get("mime_type"), options)
+    for key in ("url", "path"):
+        value = block.get(key)
+        if isinstance(value, str) and value:
+            if key == "path":
+                path = _video_path(value, options)
+                return path, str(path)
+            return _video_string(value, options)
+    _no_file_ids(block)
+    raise MessageFormatError(
+        "it has no video data; give one of 'base64' (+ 'mime_type'), 'url', 'path' or "
+        "'frames' (a list of images)"
+    )
+
+
+def _video_bound(block: dict[str, Any]) -> tuple[float, float] | None:
+    """The block's optional ``start`` / ``end`` (seconds) as the cards' ``bound``."""
+    start, end = block.get("start"), block.get("end")
+    if start is None and end is None:
+        return None
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise MessageFormatError(f"its {name!r} must be a number of seconds, not {value!r}")
+    low = float(start) if start is not None else 0.0
+    high = float(end) if end is not None else float("inf")
+    if low < 0 or high <= low:
+        raise MessageFormatError(
+            f"its start={start!r} and end={end!r} must satisfy 0 <= start < end (seconds)"
+        )
+    return low, min(high, 1e9)
+
+
+def _explicit_frames(frames: Any, options: ImageLoadOptions) -> VideoPart:
+    """A video given as its frames: PIL images, image blocks, or image paths/URLs."""
+    if not isinstance(frames, (list, tuple)) or not frames:
+        raise MessageFormatError(
+            "its 'frames' must be a non-empty list of PIL images, image blocks or image paths/URLs"
+        )
+    images: list[Image.Image] = []
+    for number, frame in enumerate(frames, 1):
+        try:
+            if isinstance(frame, Image.Image):
+                part: ContentPart | None = _from_pil(frame, options)
+            elif isinstance(frame, str):
+                part = _load_string(frame, options)
+            elif isinstance(frame, dict):
+                part = _block_to_part(frame, options, None)
+            else:
+                raise MessageFormatError(
+                    f"a frame must be a PIL image, an image block or an image path/URL, not "
+                    f"{type(frame).__name__}"
+                )
+            if not isinstance(part, ImagePart):
+                raise MessageFormatError("a frame must be an image block")
+        except (ImageInputError, MessageFormatError) as exc:
+            raise type(exc)(f"frame {number}: {exc}") from exc
+        images.append(part.image)
+    return VideoPart(images, f"{len(images)} frames", list(range(len(images))))
+
+
+def _video_from_block(
+    block: dict[str, Any], options: ImageLoadOptions, video: VideoOptions | None
+) -> VideoPart:
+    """Sample the frames of a ``video`` block (or take its explicit ``frames``)."""
+    if video is None:
+        raise MessageFormatError("a frame of a video cannot itself be a video")
+    if "frames" in block:
+        return _explicit_frames(block["frames"], options)
+    num_segments = block.get("num_segments", video.num_segments)
+    try:
+        check_num_segments(num_segments)
+    except ConfigurationError as exc:
+        raise MessageFormatError(f"its {exc}") from None
+    bound = _video_bound(block)
+    source, label = _video_source(block, options)
+    sampled = decode_video(
+        source,
+        num_segments=num_segments,
+        bound=bound,
+        max_pixels=options.max_pixels,
+        label=label,
+    )
+    return VideoPart(list(sampled.frames), label, list(sampled.indices))
+
+
 def _unwrap_non_standard(block: dict[str, Any]) -> dict[str, Any] | None:
     """The supported block inside a ``non_standard`` block, if any."""
     value = block.get("value")
-    if isinstance(value, dict) and value.get("type") in _TEXT_TYPES | _IMAGE_TYPES | {"file"}:
+    supported = _TEXT_TYPES | _IMAGE_TYPES | _VIDEO_TYPES | {"file"}
+    if isinstance(value, dict) and value.get("type") in supported:
         return value
     return None
 
 
-def _block_to_part(block: dict[str, Any], options: ImageLoadOptions) -> ContentPart | None:
-    """Convert one content block; None for blocks that are skipped."""
+def _block_to_part(
+    block: dict[str, Any], options: ImageLoadOptions, video: VideoOptions | None
+) -> ContentPart | None:
+    """Convert one content block; None for blocks that are skipped. `video` None: videos are
+    not accepted here (inside a video's frames)."""
     block_type = block.get("type")
     if block_type == "non_standard":
         inner = _unwrap_non_standard(block)
-        return None if inner is None else _block_to_part(inner, options)
+        return None if inner is None else _block_to_part(inner, options, video)
     if block_type in _SKIPPED_TYPES:
         return None
     if block_type in _TEXT_TYPES:
@@ -582,19 +803,26 @@ def _block_to_part(block: dict[str, Any], options: ImageLoadOptions) -> ContentP
         return _image_from_block(block, options)
     if block_type in ("image_url", "input_image"):
         return _image_from_openai(block, options)
+    if block_type in _VIDEO_TYPES:
+        return _video_from_block(block, options, video)
     if block_type == "file":
+        mime_type = _file_mime_type(block)
+        if mime_type and mime_type.lower().startswith("video/"):
+            return _video_from_block(block, options, video)
         return _image_from_file_block(block, options)
     if block_type is None:
         raise MessageFormatError(f"the block has no 'type' key; {_SUPPORTED_HELP}")
     raise MessageFormatError(f"type {block_type!r} is not supported; {_SUPPORTED_HELP}")
 
 
-def _item_to_part(item: object, options: ImageLoadOptions) -> ContentPart | None:
+def _item_to_part(
+    item: object, options: ImageLoadOptions, video: VideoOptions
+) -> ContentPart | None:
     """Convert one item of a content list (a str or a block dict)."""
     if isinstance(item, str):
         return TextPart(item)
     if isinstance(item, dict):
-        return _block_to_part(item, options)
+        return _block_to_part(item, options, video)
     if isinstance(item, Image.Image):
         raise MessageFormatError(
             "a bare PIL image is not a content block; wrap it as {'type': 'image', 'image': img}"
@@ -614,15 +842,16 @@ def content_to_parts(
     *,
     where: str,
     options: ImageLoadOptions = _DEFAULT_OPTIONS,
+    video: VideoOptions = _DEFAULT_VIDEO,
 ) -> list[ContentPart]:
-    """Convert LangChain message content into ordered text and image parts.
+    """Convert LangChain message content into ordered text, image and video parts.
 
     `where` names the message for error messages (e.g. ``"messages[2] (human)"``).
     Empty text is dropped; adjacent text parts are kept separate (the caller joins them).
     Reasoning, tool-call and unrecognised ``non_standard`` blocks are skipped; see the
     module docstring for every accepted form. Raises `MessageFormatError` for unsupported
     blocks and `ImageInputError` for images that cannot be loaded, naming `where` and the
-    block index.
+    block index; videos are sampled by `video` (`VideoInputError` when one cannot be read).
     """
     if isinstance(content, str):
         return [TextPart(content)] if content else []
@@ -633,8 +862,8 @@ def content_to_parts(
     parts: list[ContentPart] = []
     for index, item in enumerate(content):
         try:
-            part = _item_to_part(item, options)
-        except (ImageInputError, MessageFormatError) as exc:
+            part = _item_to_part(item, options, video)
+        except (ImageInputError, MessageFormatError, VideoInputError) as exc:
             location = f"{where}, content block {index} (type {_block_label(item)})"
             raise type(exc)(f"{location}: {exc}") from exc
         if part is not None and not (isinstance(part, TextPart) and not part.text):

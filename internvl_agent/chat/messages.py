@@ -3,12 +3,15 @@
 - System messages merge into one leading system turn; tools are described there.
 - Assistant tool calls are written back as `<tool_call>` blocks.
 - Consecutive tool results share one user turn of `<tool_response>` blocks, as Qwen2.5 does.
+- A video becomes its frames, `VideoFrame` parts numbered from 1 and tiled with
+  `VideoOptions.max_tiles_per_frame` tiles each (`Frame1: <img>...</img>` in the prompt).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import (
@@ -20,11 +23,24 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from PIL import Image
 
-from internvl_agent.chat.content import ImageLoadOptions, ImagePart, content_to_parts
+from internvl_agent.chat.content import (
+    ImageLoadOptions,
+    ImagePart,
+    TextPart,
+    VideoPart,
+    content_to_parts,
+)
 from internvl_agent.chat.tools import TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN, format_tool_call
-from internvl_agent.engine.prompt import INTERNVL_SYSTEM_MESSAGE, Markup, Turn
+from internvl_agent.chat.video import VideoOptions
+from internvl_agent.engine.images import TilingConfig
+from internvl_agent.engine.prompt import (
+    INTERNVL_SYSTEM_MESSAGE,
+    Markup,
+    Turn,
+    TurnPart,
+    VideoFrame,
+)
 from internvl_agent.errors import MessageFormatError
 
 _CHAT_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}
@@ -36,9 +52,10 @@ def messages_to_turns(
     system_message: str | None = None,
     tools_prompt: str | None = None,
     image_options: ImageLoadOptions | None = None,
+    video_options: VideoOptions | None = None,
 ) -> list[Turn]:
     """Convert a LangChain conversation; the result always starts with a system turn."""
-    options = image_options or ImageLoadOptions()
+    options = _Options(image_options or ImageLoadOptions(), video_options or VideoOptions())
     system_texts: list[str] = []
     turns: list[Turn] = []
     tool_turn: Turn | None = None  # the user turn that collects consecutive tool results
@@ -70,32 +87,43 @@ def messages_to_turns(
     system = "\n\n".join(t for t in system_texts if t) or system_message
     if system is None:
         system = INTERNVL_SYSTEM_MESSAGE
-    parts: list[str | Image.Image] = [system] if system else []
+    parts: list[TurnPart] = [system] if system else []
     if tools_prompt:
         parts.append(Markup(f"\n\n{tools_prompt}" if system else tools_prompt))
     return [Turn("system", parts), *turns]
 
 
-def _parts(content: Any, where: str, options: ImageLoadOptions) -> list[str | Image.Image]:
-    out: list[str | Image.Image] = []
-    for part in content_to_parts(content, where=where, options=options):
-        out.append(part.image if isinstance(part, ImagePart) else part.text)
+@dataclass(frozen=True)
+class _Options:
+    images: ImageLoadOptions
+    video: VideoOptions
+
+
+def _parts(content: Any, where: str, options: _Options) -> list[TurnPart]:
+    out: list[TurnPart] = []
+    tiling = TilingConfig(max_tiles=options.video.max_tiles_per_frame)
+    parts = content_to_parts(content, where=where, options=options.images, video=options.video)
+    for part in parts:
+        if isinstance(part, ImagePart):
+            out.append(part.image)
+        elif isinstance(part, VideoPart):
+            out.extend(VideoFrame(frame, n, tiling) for n, frame in enumerate(part.frames, 1))
+        elif isinstance(part, TextPart):
+            out.append(part.text)
     return out
 
 
-def _text_only(content: Any, where: str, options: ImageLoadOptions) -> str:
+def _text_only(content: Any, where: str, options: _Options) -> str:
     parts = _parts(content, where, options)
-    if any(isinstance(p, Image.Image) for p in parts):
+    if any(not isinstance(p, str) for p in parts):
         raise MessageFormatError(
-            f"{where}: a system message cannot carry images with InternVL; "
-            "put images in a human message."
+            f"{where}: a system message cannot carry images or videos with InternVL; "
+            "put them in a human message."
         )
     return "".join(p for p in parts if isinstance(p, str))
 
 
-def _assistant_parts(
-    message: AIMessage, where: str, options: ImageLoadOptions
-) -> list[str | Image.Image]:
+def _assistant_parts(message: AIMessage, where: str, options: _Options) -> list[TurnPart]:
     parts = _parts(message.content, where, options) if message.content else []
     for call in message.tool_calls:
         block = format_tool_call(call["name"], call.get("args") or {})
@@ -104,9 +132,7 @@ def _assistant_parts(
     return parts
 
 
-def _tool_result_parts(
-    message: BaseMessage, where: str, options: ImageLoadOptions
-) -> list[str | Image.Image]:
+def _tool_result_parts(message: BaseMessage, where: str, options: _Options) -> list[TurnPart]:
     content = message.content
     if isinstance(content, (dict, list)) and not _is_block_list(content):
         content = json.dumps(content, ensure_ascii=False)

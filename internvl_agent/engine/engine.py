@@ -25,7 +25,7 @@ from internvl_agent.engine.images import (
     tile_count,
 )
 from internvl_agent.engine.loading import LoadedModel, LoadSpec, load_model
-from internvl_agent.engine.prompt import render_segments
+from internvl_agent.engine.prompt import render_segments, visual_inputs
 from internvl_agent.engine.requests import (
     GenerationRequest,
     GenerationResult,
@@ -137,20 +137,12 @@ class InternVLEngine:
         loaded = self.loaded
         started = time.perf_counter()
         images = [
-            self._prepare_image(img, request.tiling)
-            for turn in request.turns
-            for img in turn.images
+            self._prepare_image(img, tiling or request.tiling)
+            for img, tiling in visual_inputs(request.turns)
         ]
         tiles = [image.num_tiles for image in images]
         preprocess_s = time.perf_counter() - started
-        segments = render_segments(
-            request.turns,
-            tiles,
-            tokens_per_tile=self.tokens_per_tile,
-            default_system=request.default_system,
-            prefill=request.prefill,
-        )
-        input_ids = self._tokenize(segments)
+        input_ids = self._prompt_ids(request, tiles)
         image_tokens = sum(tiles) * self.tokens_per_tile
         if input_ids.count(loaded.model.config.image_token_id) != image_tokens:
             raise MessageFormatError(
@@ -184,6 +176,25 @@ class InternVLEngine:
             handle=RequestHandle(),
             timings=timings,
         )
+
+    def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
+        """The prompt ids `prepare` builds for `request`, from tile counts alone (no pixels, no
+        context check): what token counting reports."""
+        tiles = [
+            tile_count(img.width, img.height, tiling or request.tiling)
+            for img, tiling in visual_inputs(request.turns)
+        ]
+        return self._prompt_ids(request, tiles)
+
+    def _prompt_ids(self, request: GenerationRequest, tiles: list[int]) -> list[int]:
+        segments = render_segments(
+            request.turns,
+            tiles,
+            tokens_per_tile=self.tokens_per_tile,
+            default_system=request.default_system,
+            prefill=request.prefill,
+        )
+        return self._tokenize(segments)
 
     def _tokenize(self, segments: list[tuple[str, bool]]) -> list[int]:
         """Token ids of the prompt: markup with special tokens, content with tags as text."""

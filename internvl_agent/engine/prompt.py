@@ -4,7 +4,9 @@
 InternLM2), with the template's default system message when the conversation has none.
 
 Each image becomes `<img>` + `<IMG_CONTEXT>` x (256 * tiles) + `</img>`; with several images in
-one conversation they are numbered `Image-1: ...`, as InternVL was trained.
+one conversation they are numbered `Image-1: ...`, as InternVL was trained. Video frames
+(`VideoFrame` parts) are labelled `Frame1: ...` within their video, as the model cards do, and
+carry their own tiling (one tile a frame on the cards).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from PIL import Image
+
+from internvl_agent.engine.images import TilingConfig
 
 Role = Literal["system", "user", "assistant"]
 
@@ -46,15 +50,29 @@ class Markup(str):
     as plain characters, so content can neither break image placement nor forge turns."""
 
 
+@dataclass(frozen=True, eq=False)
+class VideoFrame:
+    """One frame of a video in a turn: rendered `Frame{number}: <img>...</img>\n` and tiled
+    with its own `tiling` (not the request's image tiling)."""
+
+    image: Image.Image
+    number: int  # 1-based, within its video
+    tiling: TilingConfig
+
+
+TurnPart = str | Image.Image | VideoFrame
+
+
 @dataclass
 class Turn:
-    """One message: a role and its parts in order (text, Markup and PIL images)."""
+    """One message: a role and its parts in order (text, Markup, PIL images, video frames)."""
 
     role: Role
-    parts: list[str | Image.Image] = field(default_factory=list)  # str or Markup
+    parts: list[TurnPart] = field(default_factory=list)  # str or Markup
 
     @property
     def images(self) -> list[Image.Image]:
+        """The (non-frame) images."""
         return [p for p in self.parts if isinstance(p, Image.Image)]
 
 
@@ -62,6 +80,19 @@ def template_system_message(template: str | None) -> str | None:
     """The default system message of an InternVL chat template (None: internvl2_5's); None for
     a template whose format this module does not render."""
     return TEMPLATE_SYSTEM_MESSAGES.get(template or "internvl2_5")
+
+
+def visual_inputs(turns: Sequence[Turn]) -> list[tuple[Image.Image, TilingConfig | None]]:
+    """Every image and video frame in prompt order, with the frame's own tiling (None for an
+    image: the request's tiling applies)."""
+    out: list[tuple[Image.Image, TilingConfig | None]] = []
+    for turn in turns:
+        for part in turn.parts:
+            if isinstance(part, Image.Image):
+                out.append((part, None))
+            elif isinstance(part, VideoFrame):
+                out.append((part.image, part.tiling))
+    return out
 
 
 def image_placeholder(num_tiles: int, tokens_per_tile: int = 256) -> str:
@@ -82,20 +113,28 @@ def render_segments(
     add_generation_prompt: bool = True,
     prefill: str = "",
 ) -> list[tuple[str, bool]]:
-    """The prompt as (text, is_markup) pieces; `tiles_per_image` gives each image's tiles."""
+    """The prompt as (text, is_markup) pieces; `tiles_per_image` gives the tiles of each image
+    and video frame, in order."""
     total_images = count_images(turns)
-    if total_images != len(tiles_per_image):
-        raise ValueError(f"{total_images} images but {len(tiles_per_image)} tile counts")
+    total_visuals = len(visual_inputs(turns))
+    if total_visuals != len(tiles_per_image):
+        raise ValueError(f"{total_visuals} images/frames but {len(tiles_per_image)} tile counts")
     out: list[tuple[str, bool]] = []
     if default_system is not None and (not turns or turns[0].role != "system"):
         out += [(f"{IM_START}system\n", True), (default_system, False), (f"{IM_END}\n", True)]
-    image_index = 0
+    image_index = image_number = 0  # position among images and frames; among images alone
     for turn in turns:
         out.append((f"{IM_START}{turn.role}\n", True))
         for part in turn.parts:
             if isinstance(part, Image.Image):
-                label = f"Image-{image_index + 1}: " if total_images > 1 else ""
+                image_number += 1
+                label = f"Image-{image_number}: " if total_images > 1 else ""
                 tiles = tiles_per_image[image_index]
+                out.append((f"{label}{image_placeholder(tiles, tokens_per_tile)}\n", True))
+                image_index += 1
+            elif isinstance(part, VideoFrame):
+                tiles = tiles_per_image[image_index]
+                label = f"Frame{part.number}: "
                 out.append((f"{label}{image_placeholder(tiles, tokens_per_tile)}\n", True))
                 image_index += 1
             else:

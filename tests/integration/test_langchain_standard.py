@@ -58,7 +58,8 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(httpx, "get", lambda *a, **k: _Response())
     monkeypatch.setattr(
-        "internvl_agent.chat.content._http_get", lambda url, options: (data, "image/png")
+        "internvl_agent.chat.content._http_get",
+        lambda url, options, kind="image": (data, "image/png"),
     )
 
 
@@ -79,6 +80,10 @@ class _Features:
 
     @property
     def supports_json_mode(self) -> bool:
+        return True
+
+    @property
+    def supports_video_inputs(self) -> bool:
         return True
 
 

@@ -440,7 +440,6 @@ def test_byte_limit() -> None:
     ("block", "fragments"),
     [
         ({"type": "audio", "base64": "AAAA", "mime_type": "audio/wav"}, ["'audio'", "supported"]),
-        ({"type": "video", "url": "https://x/v.mp4"}, ["'video'", "image_url"]),
         ({"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}, ["input_audio"]),
         ({"type": "mystery"}, ["'mystery'", "not supported"]),
         ({"text": "no type"}, ["no 'type' key"]),
