@@ -1,6 +1,6 @@
 """The `internvl-agent` command line (also ``python -m internvl_agent``).
 
-    internvl-agent tiny-checkpoint | chat | run | ground | serve | report | demo
+    internvl-agent tiny-checkpoint | chat | run | ground | serve | report | demo | replay | mcp
     internvl-agent eval miniwob | eval grounding
 
 Every command parses and checks its options here, then calls the library: ChatInternVL,
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from internvl_agent.computers.base import Computer
     from internvl_agent.evaluation.miniwob import EpisodeResult, TimeLimit
     from internvl_agent.records import StepRecord
+    from internvl_agent.replay import ReplayStep
 
 app = typer.Typer(
     name="internvl-agent",
@@ -50,6 +51,7 @@ stdout = Console(soft_wrap=True)  # results (tables)
 
 # Exit status of `internvl-agent run` for each outcome (2 is a usage or configuration error).
 EXIT_CODES = {"done": 0, "failed": 1, "max_steps": 3, "stopped": 4, "error": 5}
+REPLAY_EXIT_CODES = {"done": 0, "failed": 1, "stopped": 4, "error": 5, "changed": 6}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 ModelOption = Annotated[
@@ -173,6 +175,16 @@ def print_step(step: StepRecord) -> None:
     console.print(
         f"{mark} step {step.index:>2} [bold]{action}[/]({detail[:80]}){point} "
         f"[dim]{step.timings.total:.1f}s[/] {message[:100]}"
+    )
+
+
+def print_replay_step(step: ReplayStep) -> None:
+    """One line per replayed step: recorded step, action, verdict, patch difference."""
+    good = step.verdict in ("matched", "regrounded", "done", "skipped")
+    diff = "" if step.difference is None else f" (diff {step.difference:.3f})"
+    console.print(
+        f"{'[green]✓[/]' if good else '[red]✗[/]'} step {step.source_index:>2} "
+        f"[bold]{step.action}[/] {step.verdict}{diff} [dim]{escape(step.reason[:100])}[/]"
     )
 
 
@@ -496,6 +508,100 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     from internvl_agent.report import write_report
 
     print(write_report(run_dir))
+
+
+# --------------------------------------------------------------------------- replay
+
+
+@app.command()
+def replay(
+    run_dir: Annotated[Path, typer.Argument(help="The recorded run folder to replay.")],
+    url: Annotated[
+        str | None,
+        typer.Option(help="Start here instead of the run's start page (same paths, new origin)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Re-ground `element` targets with this InternVL checkpoint "
+            "(default: use the recorded points).",
+        ),
+    ] = None,
+    continue_on_change: Annotated[
+        bool, typer.Option(help="Go on past a step whose page changed (report it only).")
+    ] = False,
+    threshold: Annotated[
+        float,
+        typer.Option(help="Patch difference (0..1) around a target above which it changed."),
+    ] = 0.08,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=ENV_VAR for the run's <secret:NAME> placeholders (repeatable)."),
+    ] = None,
+    record: Annotated[
+        Path | None, typer.Option(help="Folder for the replay's record (default: beside the run).")
+    ] = None,
+    device: DeviceOption = "auto",
+    max_tiles: Annotated[int, typer.Option(help="Most tiles per screenshot (grounding).")] = 6,
+    viewport: Annotated[
+        str | None,
+        typer.Option(help="Browser viewport WIDTHxHEIGHT (default: the recorded screenshot size)."),
+    ] = None,
+    scale: Annotated[float, typer.Option(help="Device scale factor (HiDPI).")] = 1.0,
+    headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Allow risky actions unasked.")] = False,
+    browser: Annotated[str | None, typer.Option(help="Chromium executable to use.")] = None,
+) -> None:
+    """Re-execute a recorded run's actions without the model, with its safety settings.
+    Exit status: 0 every step matched, 1 a step failed or was blocked, 6 the page changed
+    (stopped, or went on with --continue-on-change), 5 error, 2 bad options."""
+    from internvl_agent.records import load_run
+    from internvl_agent.replay import replay_run
+
+    try:
+        if not (run_dir / "run.json").is_file():
+            raise ConfigurationError(f"{run_dir} is not a run folder (it has no run.json)")
+        source = load_run(run_dir)
+        desktop = source.info.meta.get("computer") == "desktop"
+        if viewport is not None:
+            size = parse_viewport(viewport)
+        else:
+            shot = next((s.screenshot_size for s in source.steps if s.screenshot_size), None)
+            size = (round(shot[0] / scale), round(shot[1] / scale)) if shot else (1280, 800)
+        options = RunOptions(
+            task=source.info.task or "replay",
+            headed=headed,
+            viewport=size,
+            device_scale_factor=scale,
+            browser_path=browser,
+            desktop=desktop,
+        )
+        secrets = parse_secret_specs(secret or [])
+        grounder = chat_model(model, device, max_tiles, 128) if model else None
+        if grounder is not None:
+            warn_if_random(grounder.model)
+        settings: dict[str, Any] = {
+            "grounder": grounder,
+            "start_url": url,
+            "secrets": secrets,
+            "continue_on_change": continue_on_change,
+            "threshold": threshold,
+            "record_dir": record,
+            "confirm": (lambda _d: True) if yes else terminal_confirm,
+            "on_step": print_replay_step,
+        }
+        with build_computer(options) as computer:
+            result = replay_run(run_dir, computer, **settings)
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
+    colour = "green" if result.status == "done" else "red"
+    console.print(f"[bold {colour}]{result.status}[/] after {len(result.steps)} step(s)")
+    if result.reason:
+        console.print(f"[bold red]stopped:[/] {escape(result.reason)}")
+    console.print(f"record: {result.record_path}  (open {result.record_path}/report.html)")
+    raise typer.Exit(REPLAY_EXIT_CODES.get(result.status, 5))
 
 
 # --------------------------------------------------------------------------- eval
