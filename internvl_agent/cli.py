@@ -604,6 +604,101 @@ def replay(
     raise typer.Exit(REPLAY_EXIT_CODES.get(result.status, 5))
 
 
+# --------------------------------------------------------------------------- mcp
+
+
+@app.command("mcp")
+def mcp_command(
+    browser_: Annotated[
+        bool, typer.Option("--browser", help="Serve a headless Chromium (the default).")
+    ] = False,
+    desktop: Annotated[
+        bool, typer.Option("--desktop", help="Serve the whole desktop (pyautogui + mss).")
+    ] = False,
+    transport: Annotated[str, typer.Option(help="stdio or streamable-http.")] = "stdio",
+    host: Annotated[
+        str, typer.Option(help="HTTP address; loopback only unless --allow-remote.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    allow_remote: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host (anyone reaching it drives this).")
+    ] = False,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    max_tiles: Annotated[int, typer.Option(help="Most tiles per screenshot.")] = 6,
+    url: Annotated[str | None, typer.Option(help="Page to open first (browser).")] = None,
+    allowed_domain: Annotated[
+        list[str] | None,
+        typer.Option(help="Only visit these hosts (repeatable; '*.example.com' allowed)."),
+    ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=ENV_VAR: clients type <secret>NAME</secret> (repeatable)."),
+    ] = None,
+    record: Annotated[Path, typer.Option(help="Folder for run_task records.")] = Path("runs"),
+    viewport: Annotated[str, typer.Option(help="Browser viewport, WIDTHxHEIGHT.")] = "1280x800",
+    scale: Annotated[float, typer.Option(help="Device scale factor (HiDPI).")] = 1.0,
+    headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
+    browser_path: Annotated[
+        str | None, typer.Option("--browser-path", help="Chromium executable to use.")
+    ] = None,
+    monitor: Annotated[
+        str, typer.Option(help="Desktop: monitor number (1 = first), 'primary' or 'all'.")
+    ] = "1",
+) -> None:
+    """Serve the computer to MCP clients: screenshot, click, type_text, press_key, scroll,
+    drag, navigate, go_back, wait, ground and run_task (see docs/mcp.md)."""
+    try:
+        from internvl_agent.mcp_server import check_host, create_server
+    except ImportError as exc:
+        raise fail(ConfigurationError(f"{exc}: pip install 'internvl-agent[mcp]'")) from None
+    try:
+        if browser_ and desktop:
+            raise ConfigurationError("--browser and --desktop exclude each other: pick one")
+        if transport not in ("stdio", "streamable-http"):
+            raise ConfigurationError(f"--transport {transport!r}: use stdio or streamable-http")
+        if desktop and url:
+            raise ConfigurationError("--url opens a page in a browser; not with --desktop")
+        check_host(host, allow_remote)
+        options = RunOptions(
+            task="mcp",
+            headed=headed,
+            viewport=parse_viewport(viewport),
+            device_scale_factor=scale,
+            browser_path=browser_path,
+            desktop=desktop,
+            monitor=monitor,
+        )
+        secrets = parse_secret_specs(secret or [])
+        domains = list(allowed_domain or []) or None
+        if url:
+            from internvl_agent.agent.safety import DomainPolicy
+
+            if not DomainPolicy(domains).allows(url):
+                raise ConfigurationError(f"--url {url} is outside the allowed domains")
+        server = create_server(
+            build_computer(options),
+            model=(lambda: chat_model(model, device, max_tiles, 256)) if model else None,
+            allowed_domains=domains,
+            sensitive_data=secrets,
+            record_dir=record,
+            max_tiles=max_tiles,
+        )
+        tools = server.computer_tools  # type: ignore[attr-defined]
+        if url:
+            tools.executor.submit(tools.computer.navigate, url).result()
+        console.print(f"[dim]internvl-agent MCP server ({transport}) on a {tools.computer.kind}[/]")
+        try:
+            if transport == "stdio":
+                server.run("stdio")
+            else:
+                server.run("streamable-http", host=host, port=port)
+        finally:
+            tools.close()
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
+
+
 # --------------------------------------------------------------------------- eval
 
 
