@@ -282,3 +282,20 @@ def test_secrets_are_typed_and_never_echoed(served: Any, probe: BrowserComputer,
     assert len(asked) == 1 and SECRET not in asked[0]
     assert SECRET not in _text(refused) + _text(typed)
     assert _on_page(served, lambda p: p.input_value("#password")) == SECRET
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--transport", "streamable-http", "--host", "0.0.0.0"], "--allow-remote"),
+        (["--browser", "--desktop"], "exclude each other"),
+        (["--transport", "sse"], "use stdio or streamable-http"),
+    ],
+)
+def test_mcp_command_rejects_bad_options(extra: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from internvl_agent.cli import app
+
+    result = CliRunner().invoke(app, ["mcp", *extra])
+    assert result.exit_code == 2 and message in result.output, result.output
