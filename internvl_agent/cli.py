@@ -1,6 +1,6 @@
 """The `internvl-agent` command line (also ``python -m internvl_agent``).
 
-    internvl-agent tiny-checkpoint | convert | chat | run | ground | serve | report | demo
+    internvl-agent tiny-checkpoint | convert | chat | run | ground | serve | report | demo | replay | mcp
     internvl-agent eval miniwob | eval grounding
 
 Every command parses and checks its options here, then calls the library: ChatInternVL,
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from internvl_agent.computers.base import Computer
     from internvl_agent.evaluation.miniwob import EpisodeResult, TimeLimit
     from internvl_agent.records import StepRecord
+    from internvl_agent.replay import ReplayStep
 
 app = typer.Typer(
     name="internvl-agent",
@@ -50,6 +51,7 @@ stdout = Console(soft_wrap=True)  # results (tables)
 
 # Exit status of `internvl-agent run` for each outcome (2 is a usage or configuration error).
 EXIT_CODES = {"done": 0, "failed": 1, "max_steps": 3, "stopped": 4, "error": 5}
+REPLAY_EXIT_CODES = {"done": 0, "failed": 1, "stopped": 4, "error": 5, "changed": 6}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 ModelOption = Annotated[
@@ -173,6 +175,16 @@ def print_step(step: StepRecord) -> None:
     console.print(
         f"{mark} step {step.index:>2} [bold]{action}[/]({detail[:80]}){point} "
         f"[dim]{step.timings.total:.1f}s[/] {message[:100]}"
+    )
+
+
+def print_replay_step(step: ReplayStep) -> None:
+    """One line per replayed step: recorded step, action, verdict, patch difference."""
+    good = step.verdict in ("matched", "regrounded", "done", "skipped")
+    diff = "" if step.difference is None else f" (diff {step.difference:.3f})"
+    console.print(
+        f"{'[green]✓[/]' if good else '[red]✗[/]'} step {step.source_index:>2} "
+        f"[bold]{step.action}[/] {step.verdict}{diff} [dim]{escape(step.reason[:100])}[/]"
     )
 
 
@@ -537,6 +549,195 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     from internvl_agent.report import write_report
 
     print(write_report(run_dir))
+
+
+# --------------------------------------------------------------------------- replay
+
+
+@app.command()
+def replay(
+    run_dir: Annotated[Path, typer.Argument(help="The recorded run folder to replay.")],
+    url: Annotated[
+        str | None,
+        typer.Option(help="Start here instead of the run's start page (same paths, new origin)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Re-ground `element` targets with this InternVL checkpoint "
+            "(default: use the recorded points).",
+        ),
+    ] = None,
+    continue_on_change: Annotated[
+        bool, typer.Option(help="Go on past a step whose page changed (report it only).")
+    ] = False,
+    threshold: Annotated[
+        float,
+        typer.Option(help="Patch difference (0..1) around a target above which it changed."),
+    ] = 0.08,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=ENV_VAR for the run's <secret:NAME> placeholders (repeatable)."),
+    ] = None,
+    record: Annotated[
+        Path | None, typer.Option(help="Folder for the replay's record (default: beside the run).")
+    ] = None,
+    device: DeviceOption = "auto",
+    max_tiles: Annotated[int, typer.Option(help="Most tiles per screenshot (grounding).")] = 6,
+    viewport: Annotated[
+        str | None,
+        typer.Option(help="Browser viewport WIDTHxHEIGHT (default: the recorded screenshot size)."),
+    ] = None,
+    scale: Annotated[float, typer.Option(help="Device scale factor (HiDPI).")] = 1.0,
+    headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Allow risky actions unasked.")] = False,
+    browser: Annotated[str | None, typer.Option(help="Chromium executable to use.")] = None,
+) -> None:
+    """Re-execute a recorded run's actions without the model, with its safety settings.
+    Exit status: 0 every step matched, 1 a step failed or was blocked, 6 the page changed
+    (stopped, or went on with --continue-on-change), 5 error, 2 bad options."""
+    from internvl_agent.records import load_run
+    from internvl_agent.replay import replay_run
+
+    try:
+        if not (run_dir / "run.json").is_file():
+            raise ConfigurationError(f"{run_dir} is not a run folder (it has no run.json)")
+        source = load_run(run_dir)
+        desktop = source.info.meta.get("computer") == "desktop"
+        if viewport is not None:
+            size = parse_viewport(viewport)
+        else:
+            shot = next((s.screenshot_size for s in source.steps if s.screenshot_size), None)
+            size = (round(shot[0] / scale), round(shot[1] / scale)) if shot else (1280, 800)
+        options = RunOptions(
+            task=source.info.task or "replay",
+            headed=headed,
+            viewport=size,
+            device_scale_factor=scale,
+            browser_path=browser,
+            desktop=desktop,
+        )
+        secrets = parse_secret_specs(secret or [])
+        grounder = chat_model(model, device, max_tiles, 128) if model else None
+        if grounder is not None:
+            warn_if_random(grounder.model)
+        settings: dict[str, Any] = {
+            "grounder": grounder,
+            "start_url": url,
+            "secrets": secrets,
+            "continue_on_change": continue_on_change,
+            "threshold": threshold,
+            "record_dir": record,
+            "confirm": (lambda _d: True) if yes else terminal_confirm,
+            "on_step": print_replay_step,
+        }
+        with build_computer(options) as computer:
+            result = replay_run(run_dir, computer, **settings)
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
+    colour = "green" if result.status == "done" else "red"
+    console.print(f"[bold {colour}]{result.status}[/] after {len(result.steps)} step(s)")
+    if result.reason:
+        console.print(f"[bold red]stopped:[/] {escape(result.reason)}")
+    console.print(f"record: {result.record_path}  (open {result.record_path}/report.html)")
+    raise typer.Exit(REPLAY_EXIT_CODES.get(result.status, 5))
+
+
+# --------------------------------------------------------------------------- mcp
+
+
+@app.command("mcp")
+def mcp_command(
+    browser_: Annotated[
+        bool, typer.Option("--browser", help="Serve a headless Chromium (the default).")
+    ] = False,
+    desktop: Annotated[
+        bool, typer.Option("--desktop", help="Serve the whole desktop (pyautogui + mss).")
+    ] = False,
+    transport: Annotated[str, typer.Option(help="stdio or streamable-http.")] = "stdio",
+    host: Annotated[
+        str, typer.Option(help="HTTP address; loopback only unless --allow-remote.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    allow_remote: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host (anyone reaching it drives this).")
+    ] = False,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    max_tiles: Annotated[int, typer.Option(help="Most tiles per screenshot.")] = 6,
+    url: Annotated[str | None, typer.Option(help="Page to open first (browser).")] = None,
+    allowed_domain: Annotated[
+        list[str] | None,
+        typer.Option(help="Only visit these hosts (repeatable; '*.example.com' allowed)."),
+    ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=ENV_VAR: clients type <secret>NAME</secret> (repeatable)."),
+    ] = None,
+    record: Annotated[Path, typer.Option(help="Folder for run_task records.")] = Path("runs"),
+    viewport: Annotated[str, typer.Option(help="Browser viewport, WIDTHxHEIGHT.")] = "1280x800",
+    scale: Annotated[float, typer.Option(help="Device scale factor (HiDPI).")] = 1.0,
+    headed: Annotated[bool, typer.Option(help="Show the browser window.")] = False,
+    browser_path: Annotated[
+        str | None, typer.Option("--browser-path", help="Chromium executable to use.")
+    ] = None,
+    monitor: Annotated[
+        str, typer.Option(help="Desktop: monitor number (1 = first), 'primary' or 'all'.")
+    ] = "1",
+) -> None:
+    """Serve the computer to MCP clients: screenshot, click, type_text, press_key, scroll,
+    drag, navigate, go_back, wait, ground and run_task (see docs/mcp.md)."""
+    try:
+        from internvl_agent.mcp_server import check_host, create_server
+    except ImportError as exc:
+        raise fail(ConfigurationError(f"{exc}: pip install 'internvl-agent[mcp]'")) from None
+    try:
+        if browser_ and desktop:
+            raise ConfigurationError("--browser and --desktop exclude each other: pick one")
+        if transport not in ("stdio", "streamable-http"):
+            raise ConfigurationError(f"--transport {transport!r}: use stdio or streamable-http")
+        if desktop and url:
+            raise ConfigurationError("--url opens a page in a browser; not with --desktop")
+        check_host(host, allow_remote)
+        options = RunOptions(
+            task="mcp",
+            headed=headed,
+            viewport=parse_viewport(viewport),
+            device_scale_factor=scale,
+            browser_path=browser_path,
+            desktop=desktop,
+            monitor=monitor,
+        )
+        secrets = parse_secret_specs(secret or [])
+        domains = list(allowed_domain or []) or None
+        if url:
+            from internvl_agent.agent.safety import DomainPolicy
+
+            if not DomainPolicy(domains).allows(url):
+                raise ConfigurationError(f"--url {url} is outside the allowed domains")
+        server = create_server(
+            build_computer(options),
+            model=(lambda: chat_model(model, device, max_tiles, 256)) if model else None,
+            allowed_domains=domains,
+            sensitive_data=secrets,
+            record_dir=record,
+            max_tiles=max_tiles,
+        )
+        tools = server.computer_tools  # type: ignore[attr-defined]
+        if url:
+            tools.executor.submit(tools.computer.navigate, url).result()
+        console.print(f"[dim]internvl-agent MCP server ({transport}) on a {tools.computer.kind}[/]")
+        try:
+            if transport == "stdio":
+                server.run("stdio")
+            else:
+                server.run("streamable-http", host=host, port=port)
+        finally:
+            tools.close()
+    except InternVLAgentError as exc:
+        raise fail(exc) from None
 
 
 # --------------------------------------------------------------------------- eval

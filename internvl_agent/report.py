@@ -23,6 +23,7 @@ import jinja2
 from internvl_agent.records import REPORT_FILE, RUNNING, atomic_write, load_run
 
 MAX_EMBED_BYTES = 50_000_000
+REPLAY_FILE = "replay.json"  # a replay's verdict per step (see replay.py), beside run.json
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("internvl_agent", "templates"),
@@ -57,7 +58,8 @@ def write_report(
     for step, img in zip(steps, images, strict=True):
         step["image"] = None if img is None else (_data_url(img) if embed else quote(img.name))
 
-    page = _render(info, steps, problems, embed, embedded_size)
+    replay = _replay_view(run_dir, problems)
+    page = _render(info, steps, problems, embed, embedded_size, replay)
     out = run_dir / REPORT_FILE
     atomic_write(out, page.encode("utf-8"))
     return out
@@ -92,6 +94,7 @@ def _render(
     problems: list[str],
     embedded: bool,
     image_bytes: int,
+    replay: dict[str, Any] | None = None,
 ) -> str:
     meta = info.get("meta") or {}
     status = str(info.get("status") or "")
@@ -136,7 +139,43 @@ def _render(
         ],
         data={"run": info, "steps": steps},
         script=script,
+        replay=replay,
     )
+
+
+def _replay_view(run_dir: Path, problems: list[str]) -> dict[str, Any] | None:
+    """What the report shows of a replay's replay.json (None for an ordinary run)."""
+    path = run_dir / REPLAY_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        source = data.get("source") or {}
+        rows = [
+            {
+                "index": str(s.get("index", "")),
+                "source_index": str(s.get("source_index", "")),
+                "action": str(s.get("action", "")),
+                "verdict": str(s.get("verdict", "")),
+                "ok": s.get("verdict") in ("matched", "regrounded", "done", "skipped"),
+                "difference": "—" if s.get("difference") is None else f"{s['difference']:.3f}",
+                "reason": str(s.get("reason") or ""),
+            }
+            for s in data.get("steps") or []
+        ]
+        return {
+            "source_id": str(source.get("run_id", "")),
+            "source_path": str(source.get("path", "")),
+            "source_task": str(source.get("task", "")),
+            "summary": str(data.get("summary") or ""),
+            "stopped_at": None if data.get("stopped_at") is None else str(data["stopped_at"]),
+            "reason": str(data.get("reason") or ""),
+            "threshold": str(data.get("threshold", "")),
+            "rows": rows,
+        }
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        problems.append(f"{REPLAY_FILE}: unreadable ({exc})")
+        return None
 
 
 def _status_class(status: str) -> str:

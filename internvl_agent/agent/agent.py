@@ -408,6 +408,7 @@ class GUIAgent:
             "screenshots_in_history": self.screenshots_in_history,
             "max_retries": self.max_retries,
             "allowed_domains": self.domains.patterns,
+            "risky_keys": list(self.guard.risky_keys.combos),
             "secrets": self.secrets.names,
             "actions": self.tool_names,
             "max_tiles": self.max_tiles,
