@@ -1,6 +1,7 @@
 """The `internvl-agent` command line (also ``python -m internvl_agent``).
 
-    internvl-agent tiny-checkpoint | convert | chat | run | ground | serve | report | demo | replay | mcp
+    internvl-agent tiny-checkpoint | convert | chat | run | ground | serve | report | demo
+    internvl-agent replay | mcp
     internvl-agent eval miniwob | eval grounding
 
 Every command parses and checks its options here, then calls the library: ChatInternVL,

@@ -7,6 +7,7 @@ its own number, so which frames were sampled can be checked exactly.
 from __future__ import annotations
 
 import base64
+import contextlib
 import sys
 import threading
 import time
@@ -308,10 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(self.body)))
             self.end_headers()
-            try:
+            # the client may give up first (timeout)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(self.body)
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
-                pass
         else:
             self.send_response(404)
             self.send_header("Content-Length", "0")
