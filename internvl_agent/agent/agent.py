@@ -275,6 +275,10 @@ class GUIAgent:
     on_step: called with each StepRecord once it is recorded (live progress).
     executor: where `arun` runs computer calls; default one private worker thread, so a
         sync-Playwright BrowserComputer launched in it stays on that thread.
+    block_foreign_requests: with allowed_domains, a browser never sends a request for a
+        document (page, frame, form submission, popup, redirect) outside them; True also
+        blocks every other request (images, fetch/XHR, beacons) to foreign hosts, which
+        could carry typed secrets out. Default: True when sensitive_data is given.
     """
 
     def __init__(
@@ -301,6 +305,7 @@ class GUIAgent:
         system_prompt: str | None = None,
         on_step: Callable[[StepRecord], None] | None = None,
         executor: Executor | None = None,
+        block_foreign_requests: bool | None = None,
     ) -> None:
         for name, value, low in (
             ("max_steps", max_steps, 1),
@@ -331,6 +336,13 @@ class GUIAgent:
             computer=computer,
             confirm=confirm,
             timeout=callback_timeout,
+        )
+        if block_foreign_requests is None:
+            block_foreign_requests = bool(self.secrets)
+        self.block_foreign_requests = block_foreign_requests
+        computer.restrict_requests(
+            self.domains.allows_request if self.domains.restricted else None,
+            subresources=block_foreign_requests,
         )
         self.ask_user = ask_user
         self.callback_timeout = callback_timeout
@@ -606,25 +618,45 @@ class GUIAgent:
 
     def _observe(self, run: _Run, step: _Step) -> Steps:
         """Capture the screen: the Screenshot for this step, in the history's frames."""
-
-        def capture() -> Screenshot:
-            shot = self.computer.screenshot()
-            shot.content_block(self.model)  # encodes here, off the event loop, if needed
-            return shot
-
-        with step.timer.phase("capture"):
-            try:
-                shot: Screenshot = yield Blocking(capture)
-            except Exception as exc:
-                raise _EndRun(
-                    "error", f"could not capture the screen: {type(exc).__name__}: {exc}"
-                ) from exc
+        shot: Screenshot = yield from self._capture(step)
+        if shot.url is not None and not self.domains.allows(shot.url):
+            # the page left the allow list between steps (a computer that cannot filter its
+            # requests): bring it back (or end the run) before the model sees or acts on it
+            back = yield from self.guard.keep_allowed(
+                ActionOutcome(True, "the page moved"), run.visits
+            )
+            note = HistoryEntry(
+                step=step.record.index, kind="note", message=self.redact(back.message)
+            )
+            run.history.add(note)
+            shot = yield from self._capture(step)
+            if shot.url is not None and not self.domains.allows(shot.url):
+                raise LeftAllowedDomains(
+                    f"the page is at {shot.url}, outside the allowed domains "
+                    f"({self.domains.describe()}), and could not be brought back"
+                )
         step.shot = shot
         step.record.url = self._clean_url(shot.url)
         step.record.screenshot_size = shot.size
         self.guard.observe(run.visits, shot.url)
         run.history.add_frame(ScreenFrame(step.record.index, shot))
         return shot
+
+    def _capture(self, step: _Step) -> Steps:
+        """One screenshot (encoded for the model off the event loop); _EndRun when it fails."""
+
+        def capture() -> Screenshot:
+            shot = self.computer.screenshot()
+            shot.content_block(self.model)
+            return shot
+
+        with step.timer.phase("capture"):
+            try:
+                return (yield Blocking(capture))
+            except Exception as exc:
+                raise _EndRun(
+                    "error", f"could not capture the screen: {type(exc).__name__}: {exc}"
+                ) from exc
 
     def _decide(self, run: _Run, step: _Step) -> Steps:
         """Build the messages, call the model, read its reply (a ModelReply)."""
@@ -665,24 +697,40 @@ class GUIAgent:
                 text = self.secrets.substitute(action.text)
             except UnknownSecretError as exc:
                 return ActionOutcome(False, f"nothing was typed: {exc}")
-        refusal = yield from self.guard.check(action, shot.url, run.visits)
+        page_url = shot.url
+        check_focus = None
+        if text is not None:
+            # judged on the page as it is now (it may have moved since the screenshot), and
+            # again on where the keys go once the field is clicked
+            page_url = (yield from self.guard.current_url()) or shot.url
+            check_focus = self.guard.typing_check(page_url)
+        refusal = yield from self.guard.check(action, page_url, run.visits)
         if refusal is not None:
             return refusal
         computer, point, end = self.computer, targets.point, targets.end
         with step.timer.phase("action"):
             outcome = yield computer_call(
                 action.tool_name,
-                lambda: execute(computer, action, point=point, end=end, text=text),
+                lambda: execute(
+                    computer,
+                    action,
+                    point=point,
+                    end=end,
+                    text=text,
+                    check_focus=check_focus,
+                    secret=text is not None,
+                ),
             )
             outcome = yield from self.guard.keep_allowed(outcome, run.visits)
         message = outcome.message
         if text is not None and isinstance(action, TypeText):
-            # the computer may echo a cut-off copy of the text, which redaction cannot catch
+            # execute never passes on the computer's echo of a secret; say what was typed
+            # with the placeholders
             enter = " and pressed Enter" if action.submit else ""
             message = (
                 f"typed {action.text!r} with the secrets filled in{enter}"
                 if outcome.ok
-                else f"typing failed: {self.redact(outcome.message)}"
+                else self.redact(outcome.message)
             )
         elif outcome.ok and isinstance(action, POINTER_ACTIONS):
             message = ""  # the computer's message only repeats the pixel point
