@@ -733,7 +733,8 @@ class GUIAgent:
                 else self.redact(outcome.message)
             )
         elif outcome.ok and isinstance(action, POINTER_ACTIONS):
-            message = ""  # the computer's message only repeats the pixel point
+            # the computer's message repeats the pixel point; keep only its notes after it
+            message = message.partition("; ")[2]
         notes = targets.notes
         if (
             outcome.url

@@ -31,9 +31,12 @@ the model is told and carries on.
 
 from __future__ import annotations
 
+import html
 import ipaddress
+import json
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -59,6 +62,7 @@ __all__ = [
     "approved",
     "ask_human",
     "confirm",
+    "encoded_forms",
     "host_of",
     "make_redactor",
     "redact_value",
@@ -246,28 +250,70 @@ class RiskyKeys:
 # --------------------------------------------------------------------------- secrets
 
 
+_FORM_SAFE = "*"  # with letters, digits and "-._": the application/x-www-form-urlencoded set
+_URI_COMPONENT_SAFE = "!~*'()"  # encodeURIComponent leaves these (and alphanumerics, "-_.")
+_URI_SAFE = "!~*'();/?:@&=+$,#"  # encodeURI
+_PATH_SAFE = "".join(  # the WHATWG path/query sets: space, controls, non-ASCII and these
+    c for c in map(chr, range(0x21, 0x7F)) if c not in '"#<>`?{}%'
+)
+
+
+def encoded_forms(value: str) -> set[str]:
+    """The ways a browser, a page or a record writer may write `value`: as is (NFC and NFD),
+    form-encoded (``+`` for spaces, ``%7E`` for ``~``), encodeURIComponent, encodeURI, path
+    and query percent-encoding, Python's quote/quote_plus, each encoding once more (a URL
+    inside a URL), HTML-escaped, with numeric character references (``&#252;``) and
+    JSON-escaped (ASCII or not, ``\\/`` or not)."""
+    bases = {value, unicodedata.normalize("NFC", value), unicodedata.normalize("NFD", value)}
+    # numeric character references: HTML, and what a form in a legacy charset submits
+    bases.add(value.encode("ascii", "xmlcharrefreplace").decode("ascii"))
+    forms: set[str] = set()
+    for v in bases:
+        form = quote_plus(v, safe=_FORM_SAFE).replace("~", "%7E")
+        component = quote(v, safe=_URI_COMPONENT_SAFE)
+        forms |= {
+            v,
+            form,
+            component,
+            quote(v, safe=_URI_SAFE),
+            quote(v, safe=_PATH_SAFE),
+            quote(v, safe=""),
+            quote_plus(v),
+            quote(form, safe=""),
+            quote(component, safe=""),
+            html.escape(v),
+            html.escape(v, quote=False),
+        }
+        for ascii_only in (True, False):
+            escaped = json.dumps(v, ensure_ascii=ascii_only)[1:-1]
+            forms |= {escaped, escaped.replace("/", "\\/")}
+    forms.discard("")
+    return forms
+
+
 def make_redactor(secrets: Mapping[str, str]) -> Redactor:
     """Return a function replacing each secret value with ``<secret:NAME>``.
 
-    Values are matched longest first in one pass; empty values are ignored. Applying it
-    twice changes nothing. URL-encoded forms of a value are redacted too, since values
-    typed into forms often come back in URLs.
+    Every form in `encoded_forms` is matched, case-insensitively (so ``%c3%bc`` and ``%C3%BC``
+    alike), longest first in one pass; empty values are ignored. Applying it twice changes
+    nothing.
     """
-    names: dict[str, str] = {}
+    names: dict[str, str] = {}  # casefolded form -> secret name
     for name, value in secrets.items():
         if not value:
             continue
-        for form in (value, quote(value, safe=""), quote_plus(value)):
-            names.setdefault(form, name)
+        for form in sorted(encoded_forms(value), key=len, reverse=True):
+            names.setdefault(form.casefold(), name)
     if not names:
         return _identity
     # Placeholders already written are matched as themselves, which makes redaction idempotent.
-    subs = {f"<secret:{name}>": f"<secret:{name}>" for name in names.values()}
-    subs.update({value: f"<secret:{name}>" for value, name in names.items()})
-    pattern = re.compile("|".join(re.escape(v) for v in sorted(subs, key=len, reverse=True)))
+    subs = {f"<secret:{name}>".casefold(): f"<secret:{name}>" for name in names.values()}
+    subs.update({form: f"<secret:{name}>" for form, name in names.items() if form not in subs})
+    alternatives = sorted(subs, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(v) for v in alternatives), re.IGNORECASE)
 
     def redact(text: str) -> str:
-        return pattern.sub(lambda m: subs[m.group(0)], text)
+        return pattern.sub(lambda m: subs.get(m.group(0).casefold(), "<secret>"), text)
 
     return redact
 
