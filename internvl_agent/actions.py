@@ -37,7 +37,7 @@ from internvl_agent.computers.base import ActionOutcome, Computer
 from internvl_agent.coordinates import Point
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.grounding import reply_text
-from internvl_agent.records import truncate
+from internvl_agent.records import dumps, safe_str, truncate
 from internvl_agent.urls import normalize_url, parse_web_url
 
 __all__ = [
@@ -399,7 +399,10 @@ def _normalize_name(name: str) -> str:
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    try:
+        text = repr(value) if not isinstance(value, int) else safe_str(value)
+    except Exception:  # a huge int inside a list, a broken __repr__
+        text = safe_str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -534,17 +537,16 @@ class ModelReply:
 
 
 def _dump(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
+    return dumps(value)
 
 
 def _raw(text: str, calls: list[dict], invalid: list[dict]) -> str:
     parts = [text] if text else []
     parts += [f"tool call: {c.get('name')} {_dump(c.get('args'))}" for c in calls]
     parts += [
-        f"invalid tool call: {c.get('name')} {c.get('args')!s} ({c.get('error')})" for c in invalid
+        f"invalid tool call: {safe_str(c.get('name'))} {safe_str(c.get('args'))} "
+        f"({safe_str(c.get('error'))})"
+        for c in invalid
     ]
     return "\n".join(parts)
 
@@ -559,8 +561,9 @@ def read_reply(message: Any, allowed: Iterable[str]) -> ModelReply:
         return _read(message, list(allowed))
     except Exception as exc:  # a reply shape nobody foresaw must not end the run
         return ModelReply(
-            raw=truncate(repr(message), 2000),
-            error=f"Your reply could not be read ({type(exc).__name__}: {exc}). {_ONE_CALL}",
+            raw=truncate(safe_str(message), 2000),
+            error=f"Your reply could not be read ({type(exc).__name__}: {safe_str(exc)}). "
+            f"{_ONE_CALL}",
         )
 
 

@@ -107,6 +107,8 @@ from internvl_agent.records import (
     RunRecorder,
     StepRecord,
     ToolCallRecord,
+    json_safe,
+    safe_str,
     summarize_messages,
 )
 from internvl_agent.report import write_report
@@ -479,7 +481,9 @@ class GUIAgent:
         except BaseException as exc:  # KeyboardInterrupt, CancelledError: record, re-raise
             self._finish(run, ("stopped", None, f"interrupted ({type(exc).__name__})"))
             raise
+        ending = self._check_record(run, ending)
         yield Blocking(lambda: self._finish(run, ending))
+        ending = self._check_record(run, ending)  # finishing itself may have failed
         status, answer, error = ending
         logger.info("run %s ended: %s", recorder.run_id, status)
         return AgentResult(
@@ -525,6 +529,22 @@ class GUIAgent:
                 return ending
         return ("max_steps", None, f"reached max_steps={self.max_steps} before the task was done")
 
+    def _check_record(self, run: _Run, ending: Ending) -> Ending:
+        """`ending`, or an "error" saying the record is incomplete when a write failed: a run
+        never ends "done" with a record that lost some of it."""
+        problems = run.recorder.problems
+        if not problems:
+            return ending
+        status, answer, error = ending
+        if error is not None and error.startswith("the run record is incomplete"):
+            return ending
+        what = "; ".join(problems[:3]) + (
+            f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        )
+        note = f"the run record is incomplete ({len(problems)} write(s) failed: {what})"
+        ended = f"the run ended {status}" + (f": {error}" if error else "")
+        return ("error", answer, f"{note}; {ended}")
+
     def _finish(self, run: _Run, ending: Ending) -> None:
         """Finish the record and write its report; never raises (the result still counts)."""
         status, answer, error = ending
@@ -537,8 +557,9 @@ class GUIAgent:
                 answer=None if answer is None else self.redact(answer),
                 error=None if error is None else self.redact(error),
             )
-        except Exception:
+        except Exception as exc:
             logger.exception("could not finish the run record %s", recorder.path)
+            recorder.lost("run.json", exc)
             return
         try:
             write_report(recorder.path)
@@ -682,7 +703,8 @@ class GUIAgent:
         reply: ModelReply = read_reply(response, self.tool_names)
         record.raw_model_output = reply.raw
         if reply.tool_name is not None:
-            record.tool_call = ToolCallRecord(name=reply.tool_name, args=reply.tool_args or {})
+            args = json_safe(reply.tool_args or {})  # Python-built replies: any keys, any ints
+            record.tool_call = ToolCallRecord(name=safe_str(reply.tool_name), args=args)
         return reply
 
     def _act(self, run: _Run, step: _Step, action: Action, shot: Screenshot) -> Steps:
@@ -865,18 +887,27 @@ class GUIAgent:
         record = step.record
         record.timings = step.timer.timings()
         shot = step.shot
+        recorder = run.recorder
         try:
             if shot is not None:
-                record.screenshot, record.marked_screenshot = run.recorder.save_screenshot(
+                record.screenshot, record.marked_screenshot = recorder.save_screenshot(
                     record.index, shot.image, step.point, step.box, png=shot.png_bytes()
                 )
-        except Exception:
+        except Exception as exc:
             logger.exception("could not save the screenshots of step %d", record.index)
-        clean = StepRecord.model_validate(redact_value(record.model_dump(), self.redact))
+            recorder.lost(f"the screenshots of step {record.index}", exc)
         try:
-            run.recorder.record_step(clean)
-        except Exception:
+            data = redact_value(json_safe(record.model_dump()), self.redact)
+            clean = StepRecord.model_validate(data)
+        except Exception as exc:  # pragma: no cover - json_safe data always validates
+            logger.exception("could not clean the record of step %d", record.index)
+            recorder.lost(f"step {record.index}", exc)
+            return StepRecord(index=record.index, error=self.redact(safe_str(record.error)))
+        try:
+            recorder.record_step(clean)
+        except Exception as exc:
             logger.exception("could not record step %d", record.index)
+            recorder.lost(f"step {record.index}", exc)
         return clean
 
     def _notify(self, record: StepRecord) -> None:
