@@ -364,8 +364,8 @@ class RunRecorder:
         meta: Mapping[str, Any] | None = None,
     ) -> None:
         self._path, self._id = _make_run_dir(Path(root))
-        self._task = task
-        self._meta = dict(meta or {})
+        self._task = safe_text(task)
+        self._meta = json_safe(dict(meta or {}))
         self._started_at = _now_iso()
         self._t0 = time.monotonic()
         self._totals = RunTotals()
