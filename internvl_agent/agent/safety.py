@@ -260,7 +260,8 @@ _PATH_SAFE = "".join(  # the WHATWG path/query sets: space, controls, non-ASCII 
 
 def encoded_forms(value: str) -> set[str]:
     """The ways a browser, a page or a record writer may write `value`: as is (NFC and NFD),
-    form-encoded (``+`` for spaces, ``%7E`` for ``~``), encodeURIComponent, encodeURI, path
+    form-encoded (``+`` for spaces, ``%7E`` for ``~``; in UTF-8, and in windows-1252 and
+    latin-1, which a page without a charset submits), encodeURIComponent, encodeURI, path
     and query percent-encoding, Python's quote/quote_plus, each encoding once more (a URL
     inside a URL), HTML-escaped, with numeric character references (``&#252;``) and
     JSON-escaped (ASCII or not, ``\\/`` or not)."""
@@ -284,6 +285,9 @@ def encoded_forms(value: str) -> set[str]:
             html.escape(v),
             html.escape(v, quote=False),
         }
+        for charset in ("cp1252", "latin-1"):  # a page without a charset submits in these
+            legacy = v.encode(charset, "xmlcharrefreplace")
+            forms |= {quote_plus(legacy, safe=_FORM_SAFE).replace("~", "%7E"), quote(legacy)}
         for ascii_only in (True, False):
             escaped = json.dumps(v, ensure_ascii=ascii_only)[1:-1]
             forms |= {escaped, escaped.replace("/", "\\/")}

@@ -41,7 +41,15 @@ from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.urls import normalize_url
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, CDPSession, Dialog, Page, Playwright
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        CDPSession,
+        Dialog,
+        Page,
+        Playwright,
+        WebSocketRoute,
+    )
 
 DEFAULT_LAUNCH_ARGS: tuple[str, ...] = (
     "--no-sandbox",
@@ -116,6 +124,7 @@ class BrowserComputer(Computer):
         self._request_filter: RequestFilter | None = None
         self._filter_subresources = False
         self._cdp: CDPSession | None = None
+        self._sockets_routed = False
         self._blocked_documents: list[str] = []  # refused document URLs, not yet reported
         self._blocked_other = 0  # refused subresource requests, not yet reported
 
@@ -159,6 +168,8 @@ class BrowserComputer(Computer):
                 ) from exc
             raise
         self._playwright = playwright
+        if self._request_filter is not None:
+            self._route_sockets()
         self._context.set_default_timeout(self.navigation_timeout * 1000)
         self._context.on("page", self._track)
         self._track(self._context.new_page())
@@ -170,6 +181,7 @@ class BrowserComputer(Computer):
         context, browser, playwright = self._context, self._browser, self._playwright
         self._context = self._browser = self._playwright = None
         self._cdp = None
+        self._sockets_routed = False
         self._pages.clear()
         self._front = self._last_map = None
         with contextlib.suppress(Exception):  # already gone: nothing to report to
@@ -197,6 +209,7 @@ class BrowserComputer(Computer):
         self._filter_subresources = bool(subresources)
         if allows is not None and self._browser is not None:
             self._install_filter()
+            self._route_sockets()
 
     def _install_filter(self) -> None:
         """Pause every request of the browser (all contexts, tabs and frames) for `_on_request`."""
@@ -231,6 +244,28 @@ class BrowserComputer(Computer):
             self._blocked_documents.append(url)
         else:
             self._blocked_other += 1
+
+    def _route_sockets(self) -> None:
+        """WebSockets do not pass through Fetch: Playwright routes them in the page instead."""
+        if self._context is None or self._sockets_routed:
+            return
+        self._context.route_web_socket(lambda _url: True, self._on_web_socket)
+        self._sockets_routed = True
+
+    def _on_web_socket(self, socket: WebSocketRoute) -> None:
+        """Connect a page's WebSocket to its server, unless subresources are filtered and the
+        filter refuses its URL: then it is closed before any connection is made."""
+        allows = self._request_filter
+        try:
+            refused = allows is not None and self._filter_subresources and not allows(socket.url)
+        except Exception:
+            refused = True
+        if refused:
+            self._blocked_other += 1
+            with contextlib.suppress(Exception):
+                socket.close(code=1008, reason="blocked: outside the allowed domains")
+            return
+        socket.connect_to_server()
 
     def _blocked_news(self, before: Page | None) -> list[str]:
         """Notes on the requests refused since the last action; a new tab whose page was

@@ -49,6 +49,8 @@ def test_the_issues_exact_forms_are_redacted() -> None:
     redact = make_redactor({"pw": "Tk*9~x y/ü!"})
     assert redact("Tk*9%7Ex+y%2F%C3%BC%21") == "<secret:pw>"
     assert redact("Tk*9~x%20y%2F%C3%BC!") == "<secret:pw>"
+    assert redact("Tk*9%7Ex+y%2F%FC%21") == "<secret:pw>"  # a form in windows-1252
+    assert make_redactor({"pw": "€ и"})("%80+%26%231080%3B") == "<secret:pw>"  # char refs
 
 
 def test_typed_secret_is_never_echoed_even_cut_off() -> None:
