@@ -148,7 +148,7 @@ def test_clickjacking_without_an_allow_list_types_nothing_on_the_other_site(
 def test_subresources_to_other_sites_are_blocked_when_secrets_are_used(
     browser: BrowserComputer, home: HostileSite, other: RecordingServer, tmp_path: Path
 ) -> None:
-    _, model, result = _run(
+    _, _, result = _run(
         browser,
         home,
         tmp_path,
