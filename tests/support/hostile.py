@@ -20,7 +20,7 @@ class Hit:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class _Server:
+class Server:
     def __init__(self, respond: Callable[[Hit], tuple[int, dict[str, str], bytes]]) -> None:
         self.hits: list[Hit] = []
         hits, lock = self.hits, threading.Lock()
@@ -59,7 +59,7 @@ OTHER_FIELD = """<!doctype html><title>Other site</title>
  style="width:900px;height:600px;font-size:40px"></form>"""
 
 
-class RecordingServer(_Server):
+class RecordingServer(Server):
     """The other site: answers every request, remembers each one in `hits`."""
 
     def __init__(self) -> None:
@@ -108,7 +108,7 @@ def hostile_pages(other: str, home_port: int) -> dict[str, str]:
     }
 
 
-class HostileSite(_Server):
+class HostileSite(Server):
     """The site the agent is allowed on; its pages point at `other`."""
 
     def __init__(self, other: RecordingServer) -> None:
