@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,24 @@ def test_secret_in_a_get_form_is_redacted_everywhere(
     for path in result.record_path.rglob("*"):
         if path.is_file():
             assert b"s3cret" not in path.read_bytes(), path.name
+
+
+@needs_browser
+def test_the_browser_dying_mid_run_ends_the_run_with_a_final_record(
+    browser: BrowserComputer, home: HostileSite, tmp_path: Path
+) -> None:
+    def kill() -> None:
+        assert browser._browser is not None
+        browser._browser.close()  # the browser process goes away under the agent
+
+    script = [
+        click("#go"),
+        replace(click("#go"), before=kill, selector=None, args={"x": 5, "y": 5}),
+    ]
+    started = time.monotonic()
+    _, _, result = _run(browser, home, tmp_path, "/js.html", [*script, done()], max_steps=4)
+    assert time.monotonic() - started < 30
+    assert result.status in ("error", "failed", "done"), result.error
+    info = load_run(result.record_path).info
+    assert info.status == result.status and not info.record_incomplete
+    check_record(result)
