@@ -129,7 +129,8 @@ AgentStatus = Literal["done", "failed", "max_steps", "stopped", "error"]
 - max_steps: the step cap was reached without ``done``.
 - stopped: ``stop()`` was called (or the run was interrupted).
 - error: the model (or grounding model) call raised, the model produced no valid tool call
-  max_retries + 1 times in a row, or the screen could not be captured.
+  max_retries + 1 times in a row, the screen could not be captured, or a write of the run
+  record failed (the error starts "the run record is incomplete" and says how the run ended).
 """
 
 Ending = tuple[AgentStatus, str | None, str | None]  # status, answer, error

@@ -21,8 +21,17 @@ through ``Secrets.redact`` first (see `make_redactor`).
 `Guard` runs the checks around each action. Before: `navigate` outside allowed_domains is
 blocked; risky actions need the user's confirmation: opening a site not seen in this run and
 not listed in allowed_domains, typing a secret on a page not listed in allowed_domains,
-pressing one of the risky keys. After: when the page has left the allowed domains (a link, a
-redirect, a submitted form), the guard goes back, or reopens the last allowed page.
+pressing one of the risky keys; a secret is judged on the page as it is when typing starts,
+and `typing_check` judges again the document holding the focus after the click on the field
+(a click can open another site's autofocused field). The browser itself never sends a request
+for a document outside the allow list (GUIAgent hands `DomainPolicy.allows_request` to
+`Computer.restrict_requests`). After an action, and before each step: when the page is
+outside the allowed domains anyway (a computer that cannot filter), the guard goes back, or
+reopens the last allowed page. URLs are parsed by the WHATWG rules (internvl_agent/urls.py);
+a URL that does not parse is never allowed.
+
+Redaction covers every form in `encoded_forms` (URL encodings as browsers write them, HTML,
+JSON), case-insensitively.
 
 The user's say (`confirm`, `ask_user`) is a generator step yielding one HumanCall (see
 effects.py); a missing callback, one that raises or one that times out never ends the run:
