@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 from annotated_types import Interval
 from langchain_core.messages import AIMessage
@@ -38,8 +37,8 @@ from internvl_agent.computers.base import ActionOutcome, Computer
 from internvl_agent.coordinates import Point
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.grounding import reply_text
-from internvl_agent.records import truncate
-from internvl_agent.urls import normalize_url
+from internvl_agent.records import dumps, safe_str, truncate
+from internvl_agent.urls import normalize_url, parse_web_url
 
 __all__ = [
     "ACTION_MODELS",
@@ -327,11 +326,8 @@ class Navigate(Action):
         if any(c.isspace() for c in url):
             raise ValueError("a URL cannot contain spaces; percent-encode them as %20")
         url = normalize_url(url)
-        try:
-            urlsplit(url).port  # noqa: B018 - parses host and port, raising on malformed ones
-        except ValueError as exc:
-            example = "'https://example.com/x'"
-            raise ValueError(f"not a valid URL ({exc}); write e.g. {example}") from None
+        if parse_web_url(url) is None:  # as the browser reads it
+            raise ValueError("not a valid URL; write e.g. 'https://example.com/x'")
         return url
 
     def describe(self) -> str:
@@ -403,7 +399,10 @@ def _normalize_name(name: str) -> str:
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    try:
+        text = repr(value) if not isinstance(value, int) else safe_str(value)
+    except Exception:  # a huge int inside a list, a broken __repr__
+        text = safe_str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -538,17 +537,16 @@ class ModelReply:
 
 
 def _dump(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
+    return dumps(value)
 
 
 def _raw(text: str, calls: list[dict], invalid: list[dict]) -> str:
     parts = [text] if text else []
     parts += [f"tool call: {c.get('name')} {_dump(c.get('args'))}" for c in calls]
     parts += [
-        f"invalid tool call: {c.get('name')} {c.get('args')!s} ({c.get('error')})" for c in invalid
+        f"invalid tool call: {safe_str(c.get('name'))} {safe_str(c.get('args'))} "
+        f"({safe_str(c.get('error'))})"
+        for c in invalid
     ]
     return "\n".join(parts)
 
@@ -563,8 +561,9 @@ def read_reply(message: Any, allowed: Iterable[str]) -> ModelReply:
         return _read(message, list(allowed))
     except Exception as exc:  # a reply shape nobody foresaw must not end the run
         return ModelReply(
-            raw=truncate(repr(message), 2000),
-            error=f"Your reply could not be read ({type(exc).__name__}: {exc}). {_ONE_CALL}",
+            raw=truncate(safe_str(message), 2000),
+            error=f"Your reply could not be read ({type(exc).__name__}: {safe_str(exc)}). "
+            f"{_ONE_CALL}",
         )
 
 
@@ -619,9 +618,17 @@ def execute(
     point: Point | None = None,
     end: Point | None = None,
     text: str | None = None,
+    check_focus: Callable[[str | None], str | None] | None = None,
+    secret: bool = False,
 ) -> ActionOutcome:
     """Run `action` on `computer`: `point` is its target (drag: start) and `end` the drag end,
     in screenshot pixels; `text` is type_text's text with secrets substituted.
+
+    `check_focus` (type_text): called with `computer.focused_url()` after the click on the
+    field, right before typing; a reason it returns means nothing is typed (a click can take
+    the page, and the keys, to another site). `secret`: `text` holds a secret value, so the
+    computer's own message about the typing (which may echo a cut-off copy of the text) is
+    never passed on.
 
     `done` and `ask_user` are not computer actions (the agent handles them). Exceptions from
     the computer propagate; the GUIAgent turns them into failed outcomes.
@@ -630,7 +637,9 @@ def execute(
         assert point is not None
         return computer.click(*point, button=action.button, clicks=action.clicks)
     if isinstance(action, TypeText):
-        return _type(computer, action, point, action.text if text is None else text)
+        return _type(
+            computer, action, point, action.text if text is None else text, check_focus, secret
+        )
     if isinstance(action, PressKey):
         return computer.press_key(action.keys)
     if isinstance(action, Scroll):
@@ -648,8 +657,16 @@ def execute(
     return ActionOutcome(False, f"{action.tool_name} cannot be executed on the computer")
 
 
-def _type(computer: Computer, action: TypeText, point: Point | None, text: str) -> ActionOutcome:
-    """Click the field (when targeted), type, press Enter (when submit)."""
+def _type(
+    computer: Computer,
+    action: TypeText,
+    point: Point | None,
+    text: str,
+    check_focus: Callable[[str | None], str | None] | None,
+    secret: bool = False,
+) -> ActionOutcome:
+    """Click the field (when targeted), check where the keys go, type, press Enter (when
+    submit)."""
     messages: list[str] = []
     if point is not None:
         clicked = computer.click(*point)
@@ -657,8 +674,20 @@ def _type(computer: Computer, action: TypeText, point: Point | None, text: str) 
             message = f"clicking the field failed: {clicked.message}"
             return ActionOutcome(False, message, clicked.url, abort=clicked.abort)
         messages.append("clicked the field")
+    if check_focus is not None:
+        refusal = check_focus(computer.focused_url())
+        if refusal is not None:
+            messages.append(f"nothing was typed: {refusal}")
+            return ActionOutcome(False, "; ".join(messages), computer.current_url())
     typed = computer.type_text(text)
-    messages.append(typed.message)
+    if secret:  # nothing derived from the value: not even the computer's error
+        messages.append(
+            "typed the text with the secrets filled in"
+            if typed.ok
+            else "typing failed (the computer's message is withheld: it could repeat the text)"
+        )
+    else:
+        messages.append(typed.message)
     if not typed.ok:
         return ActionOutcome(False, "; ".join(messages), typed.url, abort=typed.abort)
     if action.submit:

@@ -513,8 +513,9 @@ def serve(
     max_tiles: Annotated[int | None, typer.Option(help="Default tiles per image.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Default most tokens per answer.")] = None,
     remote_images: Annotated[
-        bool, typer.Option(help="Fetch http(s) image URLs named in requests.")
-    ] = True,
+        bool,
+        typer.Option(help="Fetch http(s) image URLs named in requests (public addresses only)."),
+    ] = False,
     preload: Annotated[bool, typer.Option(help="Load weights before accepting requests.")] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:

@@ -11,6 +11,12 @@ Layout of one run folder (``root/<YYYYmmdd-HHMMSS>-<id>/``)::
 
 The recorder writes what it is given: the agent hands it text already redacted (see
 agent/safety.py). Screenshots are pixels and are not redacted.
+
+No content can make a write fail: `json_safe` turns anything into plain JSON first (lone
+surrogates become U+FFFD, integers too long to print become a short text, non-string keys and
+unknown objects become text). If a write still fails (disk full), the step is counted as lost
+and run.json says ``"record_incomplete": true`` with the reasons; the agent reports such a run
+as an error, never as "done" with a partial record.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import secrets as _secrets
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -180,6 +188,8 @@ class RunInfo(_Model):
     meta: dict[str, Any] = Field(default_factory=dict)
     pid: int | None = None
     report: str | None = None
+    record_incomplete: bool = False
+    record_problems: list[str] = Field(default_factory=list)
 
 
 @dataclass
@@ -246,6 +256,70 @@ def summarize_messages(messages: Any, max_chars: int = 200) -> list[MessageSumma
     return out
 
 
+_INT_DIGITS_LIMIT = 4000  # below Python's int -> str conversion limit (4300 digits by default)
+
+
+def safe_text(value: str) -> str:
+    """`value` encodable as UTF-8: valid surrogate pairs joined, lone surrogates -> U+FFFD."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def safe_str(value: Any) -> str:
+    """`str(value)` that never raises (huge ints, broken __str__) and is UTF-8 encodable."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int_text(value) if _too_long(value) else str(value)
+    try:
+        return safe_text(str(value))
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _too_long(value: int) -> bool:
+    # 3.33 bits per decimal digit; bit_length never raises
+    return value.bit_length() > _INT_DIGITS_LIMIT * 3.32
+
+
+def _int_text(value: int) -> str:
+    digits = math.floor(value.bit_length() * math.log10(2)) + 1
+    return f"<an integer of about {digits} digits>"
+
+
+def json_safe(value: Any, _depth: int = 0) -> Any:
+    """`value` as plain JSON data that `json.dumps(..., allow_nan=False)` always writes:
+    strings UTF-8 safe, dict keys strings, tuples/sets lists, non-finite floats and integers
+    too long to print as text, anything else its `safe_str`. Nesting deeper than the
+    interpreter's recursion limit allows is cut (as text)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, int):
+        return _int_text(value) if _too_long(value) else int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if _depth > min(200, sys.getrecursionlimit() // 4):
+        return "<nested too deeply>"
+    if isinstance(value, Mapping):
+        return {
+            (safe_text(k) if isinstance(k, str) else safe_str(k)): json_safe(v, _depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v, _depth + 1) for v in value]
+    if isinstance(value, BaseModel):
+        return json_safe(value.model_dump(mode="python"), _depth + 1)
+    return safe_str(value)
+
+
+def dumps(value: Any, **options: Any) -> str:
+    """JSON text of `value` through `json_safe`: never fails on content."""
+    return json.dumps(json_safe(value), ensure_ascii=False, allow_nan=False, **options)
+
+
 def truncate(text: str, max_chars: int) -> str:
     """``text`` cut to about ``max_chars``, saying how much was cut."""
     if len(text) <= max_chars:
@@ -290,14 +364,15 @@ class RunRecorder:
         meta: Mapping[str, Any] | None = None,
     ) -> None:
         self._path, self._id = _make_run_dir(Path(root))
-        self._task = task
-        self._meta = dict(meta or {})
+        self._task = safe_text(task)
+        self._meta = json_safe(dict(meta or {}))
         self._started_at = _now_iso()
         self._t0 = time.monotonic()
         self._totals = RunTotals()
         self._step_count = 0
         self._status = RUNNING
         self._final: RunInfo | None = None
+        self._problems: list[str] = []  # writes that failed: the record is incomplete
         (self._path / STEPS_FILE).touch()
         self._write_run_json(self._info())
 
@@ -320,6 +395,15 @@ class RunRecorder:
     def finished(self) -> bool:
         """Whether ``finish()`` has been called."""
         return self._status != RUNNING
+
+    @property
+    def problems(self) -> list[str]:
+        """The writes that failed so far; non-empty means the record is incomplete."""
+        return list(self._problems)
+
+    def lost(self, what: str, exc: BaseException) -> None:
+        """Note that writing `what` failed (run.json will say the record is incomplete)."""
+        self._problems.append(f"{what}: {type(exc).__name__}: {safe_str(exc)}")
 
     def save_screenshot(
         self,
@@ -347,7 +431,7 @@ class RunRecorder:
     def record_step(self, step: StepRecord) -> None:
         """Append one finished step to steps.jsonl and make it durable (flush + fsync)."""
         self._check_open()
-        line = json.dumps(self._clean(step.model_dump(mode="json")), ensure_ascii=False)
+        line = dumps(step.model_dump(mode="python"))
         with open(self._path / STEPS_FILE, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
@@ -361,6 +445,8 @@ class RunRecorder:
         self._check_open()
         if not status or status == RUNNING:
             raise ValueError(f"finish() needs a final status, not {status!r}")
+        answer = None if answer is None else safe_text(answer)
+        error = None if error is None else safe_text(error)
         self._status = status
         info = self._info(answer=answer, error=error)
         info.ended_at = _now_iso()
@@ -408,15 +494,12 @@ class RunRecorder:
             totals=self._totals.model_copy(),
             meta=self._meta,
             pid=os.getpid(),
+            record_incomplete=bool(self._problems),
+            record_problems=list(self._problems),
         )
 
-    @staticmethod
-    def _clean(data: Any) -> Any:
-        """JSON-safe: unknown objects become str."""
-        return json.loads(json.dumps(data, default=str))
-
     def _write_run_json(self, info: RunInfo) -> None:
-        text = json.dumps(self._clean(info.model_dump(mode="json")), ensure_ascii=False, indent=2)
+        text = dumps(info.model_dump(mode="python"), indent=2)
         atomic_write(self._path / RUN_FILE, (text + "\n").encode("utf-8"))
 
 

@@ -107,6 +107,8 @@ from internvl_agent.records import (
     RunRecorder,
     StepRecord,
     ToolCallRecord,
+    json_safe,
+    safe_str,
     summarize_messages,
 )
 from internvl_agent.report import write_report
@@ -127,7 +129,8 @@ AgentStatus = Literal["done", "failed", "max_steps", "stopped", "error"]
 - max_steps: the step cap was reached without ``done``.
 - stopped: ``stop()`` was called (or the run was interrupted).
 - error: the model (or grounding model) call raised, the model produced no valid tool call
-  max_retries + 1 times in a row, or the screen could not be captured.
+  max_retries + 1 times in a row, the screen could not be captured, or a write of the run
+  record failed (the error starts "the run record is incomplete" and says how the run ended).
 """
 
 Ending = tuple[AgentStatus, str | None, str | None]  # status, answer, error
@@ -275,6 +278,10 @@ class GUIAgent:
     on_step: called with each StepRecord once it is recorded (live progress).
     executor: where `arun` runs computer calls; default one private worker thread, so a
         sync-Playwright BrowserComputer launched in it stays on that thread.
+    block_foreign_requests: with allowed_domains, a browser never sends a request for a
+        document (page, frame, form submission, popup, redirect) outside them; True also
+        blocks every other request (images, fetch/XHR, beacons) to foreign hosts, which
+        could carry typed secrets out. Default: True when sensitive_data is given.
     """
 
     def __init__(
@@ -301,6 +308,7 @@ class GUIAgent:
         system_prompt: str | None = None,
         on_step: Callable[[StepRecord], None] | None = None,
         executor: Executor | None = None,
+        block_foreign_requests: bool | None = None,
     ) -> None:
         for name, value, low in (
             ("max_steps", max_steps, 1),
@@ -331,6 +339,13 @@ class GUIAgent:
             computer=computer,
             confirm=confirm,
             timeout=callback_timeout,
+        )
+        if block_foreign_requests is None:
+            block_foreign_requests = bool(self.secrets)
+        self.block_foreign_requests = block_foreign_requests
+        computer.restrict_requests(
+            self.domains.allows_request if self.domains.restricted else None,
+            subresources=block_foreign_requests,
         )
         self.ask_user = ask_user
         self.callback_timeout = callback_timeout
@@ -468,7 +483,9 @@ class GUIAgent:
         except BaseException as exc:  # KeyboardInterrupt, CancelledError: record, re-raise
             self._finish(run, ("stopped", None, f"interrupted ({type(exc).__name__})"))
             raise
+        ending = self._check_record(run, ending)
         yield Blocking(lambda: self._finish(run, ending))
+        ending = self._check_record(run, ending)  # finishing itself may have failed
         status, answer, error = ending
         logger.info("run %s ended: %s", recorder.run_id, status)
         return AgentResult(
@@ -514,6 +531,22 @@ class GUIAgent:
                 return ending
         return ("max_steps", None, f"reached max_steps={self.max_steps} before the task was done")
 
+    def _check_record(self, run: _Run, ending: Ending) -> Ending:
+        """`ending`, or an "error" saying the record is incomplete when a write failed: a run
+        never ends "done" with a record that lost some of it."""
+        problems = run.recorder.problems
+        if not problems:
+            return ending
+        status, answer, error = ending
+        if error is not None and error.startswith("the run record is incomplete"):
+            return ending
+        what = "; ".join(problems[:3]) + (
+            f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        )
+        note = f"the run record is incomplete ({len(problems)} write(s) failed: {what})"
+        ended = f"the run ended {status}" + (f": {error}" if error else "")
+        return ("error", answer, f"{note}; {ended}")
+
     def _finish(self, run: _Run, ending: Ending) -> None:
         """Finish the record and write its report; never raises (the result still counts)."""
         status, answer, error = ending
@@ -526,8 +559,9 @@ class GUIAgent:
                 answer=None if answer is None else self.redact(answer),
                 error=None if error is None else self.redact(error),
             )
-        except Exception:
+        except Exception as exc:
             logger.exception("could not finish the run record %s", recorder.path)
+            recorder.lost("run.json", exc)
             return
         try:
             write_report(recorder.path)
@@ -607,25 +641,45 @@ class GUIAgent:
 
     def _observe(self, run: _Run, step: _Step) -> Steps:
         """Capture the screen: the Screenshot for this step, in the history's frames."""
-
-        def capture() -> Screenshot:
-            shot = self.computer.screenshot()
-            shot.content_block(self.model)  # encodes here, off the event loop, if needed
-            return shot
-
-        with step.timer.phase("capture"):
-            try:
-                shot: Screenshot = yield Blocking(capture)
-            except Exception as exc:
-                raise _EndRun(
-                    "error", f"could not capture the screen: {type(exc).__name__}: {exc}"
-                ) from exc
+        shot: Screenshot = yield from self._capture(step)
+        if shot.url is not None and not self.domains.allows(shot.url):
+            # the page left the allow list between steps (a computer that cannot filter its
+            # requests): bring it back (or end the run) before the model sees or acts on it
+            back = yield from self.guard.keep_allowed(
+                ActionOutcome(True, "the page moved"), run.visits
+            )
+            note = HistoryEntry(
+                step=step.record.index, kind="note", message=self.redact(back.message)
+            )
+            run.history.add(note)
+            shot = yield from self._capture(step)
+            if shot.url is not None and not self.domains.allows(shot.url):
+                raise LeftAllowedDomains(
+                    f"the page is at {shot.url}, outside the allowed domains "
+                    f"({self.domains.describe()}), and could not be brought back"
+                )
         step.shot = shot
         step.record.url = self._clean_url(shot.url)
         step.record.screenshot_size = shot.size
         self.guard.observe(run.visits, shot.url)
         run.history.add_frame(ScreenFrame(step.record.index, shot))
         return shot
+
+    def _capture(self, step: _Step) -> Steps:
+        """One screenshot (encoded for the model off the event loop); _EndRun when it fails."""
+
+        def capture() -> Screenshot:
+            shot = self.computer.screenshot()
+            shot.content_block(self.model)
+            return shot
+
+        with step.timer.phase("capture"):
+            try:
+                return (yield Blocking(capture))
+            except Exception as exc:
+                raise _EndRun(
+                    "error", f"could not capture the screen: {type(exc).__name__}: {exc}"
+                ) from exc
 
     def _decide(self, run: _Run, step: _Step) -> Steps:
         """Build the messages, call the model, read its reply (a ModelReply)."""
@@ -651,7 +705,8 @@ class GUIAgent:
         reply: ModelReply = read_reply(response, self.tool_names)
         record.raw_model_output = reply.raw
         if reply.tool_name is not None:
-            record.tool_call = ToolCallRecord(name=reply.tool_name, args=reply.tool_args or {})
+            args = json_safe(reply.tool_args or {})  # Python-built replies: any keys, any ints
+            record.tool_call = ToolCallRecord(name=safe_str(reply.tool_name), args=args)
         return reply
 
     def _act(self, run: _Run, step: _Step, action: Action, shot: Screenshot) -> Steps:
@@ -666,27 +721,44 @@ class GUIAgent:
                 text = self.secrets.substitute(action.text)
             except UnknownSecretError as exc:
                 return ActionOutcome(False, f"nothing was typed: {exc}")
-        refusal = yield from self.guard.check(action, shot.url, run.visits)
+        page_url = shot.url
+        check_focus = None
+        if text is not None:
+            # judged on the page as it is now (it may have moved since the screenshot), and
+            # again on where the keys go once the field is clicked
+            page_url = (yield from self.guard.current_url()) or shot.url
+            check_focus = self.guard.typing_check(page_url)
+        refusal = yield from self.guard.check(action, page_url, run.visits)
         if refusal is not None:
             return refusal
         computer, point, end = self.computer, targets.point, targets.end
         with step.timer.phase("action"):
             outcome = yield computer_call(
                 action.tool_name,
-                lambda: execute(computer, action, point=point, end=end, text=text),
+                lambda: execute(
+                    computer,
+                    action,
+                    point=point,
+                    end=end,
+                    text=text,
+                    check_focus=check_focus,
+                    secret=text is not None,
+                ),
             )
             outcome = yield from self.guard.keep_allowed(outcome, run.visits)
         message = outcome.message
         if text is not None and isinstance(action, TypeText):
-            # the computer may echo a cut-off copy of the text, which redaction cannot catch
+            # execute never passes on the computer's echo of a secret; say what was typed
+            # with the placeholders
             enter = " and pressed Enter" if action.submit else ""
             message = (
                 f"typed {action.text!r} with the secrets filled in{enter}"
                 if outcome.ok
-                else f"typing failed: {self.redact(outcome.message)}"
+                else self.redact(outcome.message)
             )
         elif outcome.ok and isinstance(action, POINTER_ACTIONS):
-            message = ""  # the computer's message only repeats the pixel point
+            # the computer's message repeats the pixel point; keep only its notes after it
+            message = message.partition("; ")[2]
         notes = targets.notes
         if (
             outcome.url
@@ -817,18 +889,27 @@ class GUIAgent:
         record = step.record
         record.timings = step.timer.timings()
         shot = step.shot
+        recorder = run.recorder
         try:
             if shot is not None:
-                record.screenshot, record.marked_screenshot = run.recorder.save_screenshot(
+                record.screenshot, record.marked_screenshot = recorder.save_screenshot(
                     record.index, shot.image, step.point, step.box, png=shot.png_bytes()
                 )
-        except Exception:
+        except Exception as exc:
             logger.exception("could not save the screenshots of step %d", record.index)
-        clean = StepRecord.model_validate(redact_value(record.model_dump(), self.redact))
+            recorder.lost(f"the screenshots of step {record.index}", exc)
         try:
-            run.recorder.record_step(clean)
-        except Exception:
+            data = redact_value(json_safe(record.model_dump()), self.redact)
+            clean = StepRecord.model_validate(data)
+        except Exception as exc:  # pragma: no cover - json_safe data always validates
+            logger.exception("could not clean the record of step %d", record.index)
+            recorder.lost(f"step {record.index}", exc)
+            return StepRecord(index=record.index, error=self.redact(safe_str(record.error)))
+        try:
+            recorder.record_step(clean)
+        except Exception as exc:
             logger.exception("could not record step %d", record.index)
+            recorder.lost(f"step {record.index}", exc)
         return clean
 
     def _notify(self, record: StepRecord) -> None:

@@ -21,8 +21,17 @@ through ``Secrets.redact`` first (see `make_redactor`).
 `Guard` runs the checks around each action. Before: `navigate` outside allowed_domains is
 blocked; risky actions need the user's confirmation: opening a site not seen in this run and
 not listed in allowed_domains, typing a secret on a page not listed in allowed_domains,
-pressing one of the risky keys. After: when the page has left the allowed domains (a link, a
-redirect, a submitted form), the guard goes back, or reopens the last allowed page.
+pressing one of the risky keys; a secret is judged on the page as it is when typing starts,
+and `typing_check` judges again the document holding the focus after the click on the field
+(a click can open another site's autofocused field). The browser itself never sends a request
+for a document outside the allow list (GUIAgent hands `DomainPolicy.allows_request` to
+`Computer.restrict_requests`). After an action, and before each step: when the page is
+outside the allowed domains anyway (a computer that cannot filter), the guard goes back, or
+reopens the last allowed page. URLs are parsed by the WHATWG rules (internvl_agent/urls.py);
+a URL that does not parse is never allowed.
+
+Redaction covers every form in `encoded_forms` (URL encodings as browsers write them, HTML,
+JSON), case-insensitively.
 
 The user's say (`confirm`, `ask_user`) is a generator step yielding one HumanCall (see
 effects.py); a missing callback, one that raises or one that times out never ends the run:
@@ -31,19 +40,23 @@ the model is told and carries on.
 
 from __future__ import annotations
 
+import html
 import ipaddress
+import json
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus
 
 from internvl_agent.actions import Action, Navigate, PressKey, TypeText
 from internvl_agent.agent.effects import HumanCall, HumanReply, Steps, computer_call
 from internvl_agent.computers.base import ActionOutcome, Computer
 from internvl_agent.computers.keys import KeySet
 from internvl_agent.errors import ConfigurationError
+from internvl_agent.urls import parse_web_url, scheme_of
 
 __all__ = [
     "DEFAULT_RISKY_KEYS",
@@ -58,6 +71,7 @@ __all__ = [
     "approved",
     "ask_human",
     "confirm",
+    "encoded_forms",
     "host_of",
     "make_redactor",
     "redact_value",
@@ -66,30 +80,25 @@ __all__ = [
 logger = logging.getLogger("internvl_agent.agent")
 
 Redactor = Callable[[str], str]
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_WEB_SCHEMES = ("http", "https")
 _ALWAYS_ALLOWED_SCHEMES = ("about", "chrome-error")
 _HOST_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$")
 
 
 def host_of(url: str | None) -> str | None:
-    """The lower-cased host of an http(s) URL without a trailing dot, else None."""
-    if not url:
+    """The host of an http(s) URL as the browser reads it (lower case, no trailing dot),
+    else None."""
+    parsed = parse_web_url(url)
+    if parsed is None or parsed.scheme not in _WEB_SCHEMES or not parsed.host:
         return None
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in _DEFAULT_PORTS or not host:
-        return None
-    return host.lower().rstrip(".")
+    return parsed.host
 
 
 @dataclass(frozen=True)
 class _Pattern:
     text: str
     scheme: str | None
-    host: str  # "*" for any, "" with wildcard=True for "*.domain" roots
+    host: str  # "*" for any
     wildcard: bool  # "*.example.com": the domain and its subdomains
     port: int | None
 
@@ -105,8 +114,14 @@ class _Pattern:
         return host == self.host
 
 
+_EXPLICIT_PORT = re.compile(r":(\d+)$")
+
+
 def _parse_pattern(text: str) -> _Pattern:
-    """One allowed_domains entry; ConfigurationError explaining the syntax when malformed."""
+    """One allowed_domains entry; ConfigurationError explaining the syntax when malformed.
+
+    The host is normalised by the same WHATWG parser that reads page URLs (IDNA, IPv4 forms,
+    case), so a pattern and a URL for the same host always compare equal."""
     raw = text
     text = text.strip().lower()
     syntax = (
@@ -116,33 +131,38 @@ def _parse_pattern(text: str) -> _Pattern:
     scheme = None
     if "://" in text:
         scheme, _, text = text.partition("://")
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in _WEB_SCHEMES:
             raise ConfigurationError(f"{syntax} (only http and https schemes)")
     text = text.rstrip("/")
-    if not text or text.endswith(":") or any(c in text for c in "/?#@"):
+    if not text or text.endswith(":") or any(c in text for c in "/?#@\\%"):
         raise ConfigurationError(syntax)
     if text == "*":
         return _Pattern(raw, scheme, "*", False, None)
-    try:
-        parts = urlsplit("//" + text)
-        host, port = (parts.hostname or "").rstrip("."), parts.port
-    except ValueError as exc:
-        raise ConfigurationError(f"{syntax} ({exc})") from None
-    wildcard = host.startswith("*.")
+    wildcard = text.startswith("*.")
     if wildcard:
-        host = host[2:]
-    if not host:
+        text = text[2:]
+    explicit = _EXPLICIT_PORT.search(text)
+    parsed = parse_web_url("http://" + text)
+    if parsed is None or not parsed.host or "*" in parsed.host:
         raise ConfigurationError(syntax)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not all(_HOST_LABEL.match(label) for label in host.split(".")):
-            raise ConfigurationError(syntax) from None
+    port = int(explicit.group(1)) if explicit else None
+    if port is not None and not 0 < port < 65536:
+        raise ConfigurationError(f"{syntax} (port {port} is out of range)")
+    host = parsed.host
+    if not host.startswith("["):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not all(_HOST_LABEL.match(label) for label in host.split(".")):
+                raise ConfigurationError(syntax) from None
     return _Pattern(raw, scheme, host, wildcard, port)
 
 
 class DomainPolicy:
-    """Which page URLs the agent may visit; ``None`` patterns allow everything."""
+    """Which URLs the agent may visit; ``None`` patterns allow everything.
+
+    URLs are read by the browser's rules (`internvl_agent.urls.parse_web_url`); with an allow
+    list, a URL that does not parse (or None) is never allowed."""
 
     def __init__(self, patterns: Iterable[str] | str | None = None) -> None:
         if isinstance(patterns, str):
@@ -161,41 +181,46 @@ class DomainPolicy:
 
     def listed(self, url: str | None) -> bool:
         """Whether an allow list is set and explicitly names this http(s) URL's host."""
-        if self._patterns is None or not url:
+        if self._patterns is None:
             return False
-        key = _url_key(url)
-        return key is not None and any(p.matches(*key) for p in self._patterns)
+        parsed = parse_web_url(url)
+        if parsed is None or parsed.scheme not in _WEB_SCHEMES or not parsed.host:
+            return False
+        key = (parsed.scheme, parsed.host, parsed.port)
+        return any(p.matches(*key) for p in self._patterns)
 
     def allows(self, url: str | None) -> bool:
         """Whether the agent may be on (or open) `url`."""
-        if self._patterns is None or not url:
+        if self._patterns is None:
             return True
-        try:
-            scheme = urlsplit(url.strip()).scheme.lower()
-        except ValueError:
+        parsed = parse_web_url(url)
+        if parsed is None:
             return False
-        if scheme in _ALWAYS_ALLOWED_SCHEMES:
+        if parsed.scheme in _ALWAYS_ALLOWED_SCHEMES:
             return True
-        if scheme == "blob":  # blob:https://host/uuid belongs to the page's own origin
-            return self.allows(url.strip()[5:])
-        return self.listed(url)
+        if parsed.scheme == "blob":  # blob:https://host/uuid belongs to the page's own origin
+            inner = parsed.href[len("blob:") :]
+            return parse_web_url(inner) is not None and self.allows(inner)
+        return self.listed(parsed.href)
+
+    def allows_request(self, url: str | None) -> bool:
+        """Whether the browser may send a request for `url` (a document or a subresource):
+        `allows`, plus data: URLs, which reach no server; ws(s) is checked as http(s)."""
+        if self._patterns is None:
+            return True
+        parsed = parse_web_url(url)
+        if parsed is None:
+            return False
+        if parsed.scheme == "data":
+            return True
+        if parsed.scheme in ("ws", "wss"):
+            web = "http" if parsed.scheme == "ws" else "https"
+            return self.listed(f"{web}://{parsed.host}:{parsed.port}/")
+        return self.allows(parsed.href)
 
     def describe(self) -> str:
         """The allow list as text for the model, or '' when there is none."""
         return "" if self._patterns is None else ", ".join(p.text for p in self._patterns)
-
-
-def _url_key(url: str) -> tuple[str, str, int | None] | None:
-    """(scheme, host, effective port) of an http(s) URL."""
-    try:
-        parts = urlsplit(url.strip())
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not host:
-        return None
-    return scheme, host.lower().rstrip("."), port if port is not None else _DEFAULT_PORTS[scheme]
 
 
 # --------------------------------------------------------------------------- keys
@@ -234,28 +259,74 @@ class RiskyKeys:
 # --------------------------------------------------------------------------- secrets
 
 
+_FORM_SAFE = "*"  # with letters, digits and "-._": the application/x-www-form-urlencoded set
+_URI_COMPONENT_SAFE = "!~*'()"  # encodeURIComponent leaves these (and alphanumerics, "-_.")
+_URI_SAFE = "!~*'();/?:@&=+$,#"  # encodeURI
+_PATH_SAFE = "".join(  # the WHATWG path/query sets: space, controls, non-ASCII and these
+    c for c in map(chr, range(0x21, 0x7F)) if c not in '"#<>`?{}%'
+)
+
+
+def encoded_forms(value: str) -> set[str]:
+    """The ways a browser, a page or a record writer may write `value`: as is (NFC and NFD),
+    form-encoded (``+`` for spaces, ``%7E`` for ``~``; in UTF-8, and in windows-1252 and
+    latin-1, which a page without a charset submits), encodeURIComponent, encodeURI, path
+    and query percent-encoding, Python's quote/quote_plus, each encoding once more (a URL
+    inside a URL), HTML-escaped, with numeric character references (``&#252;``) and
+    JSON-escaped (ASCII or not, ``\\/`` or not)."""
+    bases = {value, unicodedata.normalize("NFC", value), unicodedata.normalize("NFD", value)}
+    # numeric character references: HTML, and what a form in a legacy charset submits
+    bases.add(value.encode("ascii", "xmlcharrefreplace").decode("ascii"))
+    forms: set[str] = set()
+    for v in bases:
+        form = quote_plus(v, safe=_FORM_SAFE).replace("~", "%7E")
+        component = quote(v, safe=_URI_COMPONENT_SAFE)
+        forms |= {
+            v,
+            form,
+            component,
+            quote(v, safe=_URI_SAFE),
+            quote(v, safe=_PATH_SAFE),
+            quote(v, safe=""),
+            quote_plus(v),
+            quote(form, safe=""),
+            quote(component, safe=""),
+            html.escape(v),
+            html.escape(v, quote=False),
+        }
+        for charset in ("cp1252", "latin-1"):  # a page without a charset submits in these
+            legacy = v.encode(charset, "xmlcharrefreplace")
+            forms |= {quote_plus(legacy, safe=_FORM_SAFE).replace("~", "%7E"), quote(legacy)}
+        for ascii_only in (True, False):
+            escaped = json.dumps(v, ensure_ascii=ascii_only)[1:-1]
+            forms |= {escaped, escaped.replace("/", "\\/")}
+    forms.discard("")
+    return forms
+
+
 def make_redactor(secrets: Mapping[str, str]) -> Redactor:
     """Return a function replacing each secret value with ``<secret:NAME>``.
 
-    Values are matched longest first in one pass; empty values are ignored. Applying it
-    twice changes nothing. URL-encoded forms of a value are redacted too, since values
-    typed into forms often come back in URLs.
+    Every form in `encoded_forms` is matched, case-insensitively (so ``%c3%bc`` and ``%C3%BC``
+    alike), longest first in one pass; empty values are ignored. Applying it twice changes
+    nothing.
     """
-    names: dict[str, str] = {}
+    names: dict[str, str] = {}  # casefolded form -> secret name
     for name, value in secrets.items():
         if not value:
             continue
-        for form in (value, quote(value, safe=""), quote_plus(value)):
-            names.setdefault(form, name)
+        for form in sorted(encoded_forms(value), key=len, reverse=True):
+            names.setdefault(form.casefold(), name)
     if not names:
         return _identity
     # Placeholders already written are matched as themselves, which makes redaction idempotent.
-    subs = {f"<secret:{name}>": f"<secret:{name}>" for name in names.values()}
-    subs.update({value: f"<secret:{name}>" for value, name in names.items()})
-    pattern = re.compile("|".join(re.escape(v) for v in sorted(subs, key=len, reverse=True)))
+    subs = {f"<secret:{name}>".casefold(): f"<secret:{name}>" for name in names.values()}
+    subs.update({form: f"<secret:{name}>" for form, name in names.items() if form not in subs})
+    alternatives = sorted(subs, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(v) for v in alternatives), re.IGNORECASE)
 
     def redact(text: str) -> str:
-        return pattern.sub(lambda m: subs[m.group(0)], text)
+        return pattern.sub(lambda m: subs.get(m.group(0).casefold(), "<secret>"), text)
 
     return redact
 
@@ -396,7 +467,7 @@ class Visits:
 
 
 def _is_http(url: str | None) -> bool:
-    return bool(url) and urlsplit(url or "").scheme.lower() in ("http", "https")
+    return scheme_of(url) in _WEB_SCHEMES
 
 
 class Guard:
@@ -421,10 +492,12 @@ class Guard:
 
     def observe(self, visits: Visits, url: str | None) -> None:
         """Remember the URL's site as seen, and the URL as the last allowed page."""
+        if not self.domains.allows(url):
+            return  # a page outside the allow list is never "seen": it was not to be there
         host = host_of(url)
         if host:
             visits.seen_hosts.add(host)
-        if _is_http(url) and self.domains.allows(url):
+        if _is_http(url):
             visits.last_allowed_url = url
 
     def check(self, action: Action, page_url: str | None, visits: Visits) -> Steps:
@@ -438,7 +511,7 @@ class Guard:
                     f"({policy.describe()}); nothing was done",
                 )
             host = host_of(action.url)
-            scheme = urlsplit(action.url).scheme.lower()
+            scheme = scheme_of(action.url)
             new_site = host not in visits.seen_hosts if host else scheme != "about"
             if new_site and not policy.listed(action.url):
                 return (yield from self.confirm(f"open {action.url}, a site not visited yet"))
@@ -456,6 +529,29 @@ class Guard:
                 where = page_url or "the screen"
                 return (yield from self.confirm(f"type the secret(s) {listed} on {where}"))
         return None
+
+    def typing_check(self, checked_url: str | None) -> Callable[[str | None], str | None]:
+        """For `actions.execute`'s check_focus when a secret is typed: the keys may go to the
+        document holding the focus after the click on the field only if it is on the allow
+        list, or has the origin of `checked_url` (the page `check` judged); else the reason
+        nothing is typed (clickjacking: a click that opens another site's field)."""
+        checked = parse_web_url(checked_url)
+
+        def check(focused_url: str | None) -> str | None:
+            if self.domains.listed(focused_url):
+                return None
+            now = parse_web_url(focused_url)
+            if checked_url is None and focused_url is None:
+                return None  # a computer without URLs: nothing moved
+            if checked is not None and now is not None and now.origin == checked.origin:
+                return None
+            where = focused_url or "a page whose address cannot be read"
+            return (
+                f"the keys would go to {where}, not to {checked_url or 'the page checked'}, "
+                "where typing the secret was checked; the secret was not typed"
+            )
+
+        return check
 
     def confirm(self, description: str) -> Steps:
         """None when the user approves, else a failed outcome saying why nothing was done."""
@@ -486,7 +582,8 @@ class Guard:
         policy, computer = self.domains, self.computer
         url = (yield from self.current_url()) or outcome.url
         self.observe(visits, url)
-        if not policy.restricted or policy.allows(url):
+        # A computer without URLs (the desktop) has no page to keep on the allow list.
+        if not policy.restricted or url is None or policy.allows(url):
             return replace(outcome, url=url)
         back = yield computer_call("go_back", computer.go_back)
         now = yield from self.current_url()

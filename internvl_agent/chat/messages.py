@@ -5,11 +5,15 @@
 - Consecutive tool results share one user turn of `<tool_response>` blocks, as Qwen2.5 does.
 - A video becomes its frames, `VideoFrame` parts numbered from 1 and tiled with
   `VideoOptions.max_tiles_per_frame` tiles each (`Frame1: <img>...</img>` in the prompt).
+- Text that cannot be encoded (a lone surrogate such as "\\ud800") is refused with a
+  MessageFormatError naming the message and the character position, never sent on to the
+  tokenizer (which fails with a bare TypeError).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +48,21 @@ from internvl_agent.engine.prompt import (
 from internvl_agent.errors import MessageFormatError
 
 _CHAT_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(text: str, where: str) -> str:
+    """`text`, or MessageFormatError when it holds a lone surrogate (not encodable)."""
+    match = _SURROGATE.search(text)
+    if match is None:
+        return text
+    raise MessageFormatError(
+        f"{where}: the text has a lone surrogate {match.group(0)!r} at character "
+        f"{match.start()}, which is not a character and cannot be encoded; fix the string "
+        "(it usually comes from decoding bytes with errors='surrogateescape', or from half "
+        "of a UTF-16 pair), e.g. text.encode('utf-16', 'surrogatepass').decode('utf-16', "
+        "'replace')."
+    )
 
 
 def messages_to_turns(
@@ -87,6 +106,9 @@ def messages_to_turns(
     system = "\n\n".join(t for t in system_texts if t) or system_message
     if system is None:
         system = INTERNVL_SYSTEM_MESSAGE
+    check_text(system, "the system message")
+    if tools_prompt:
+        check_text(tools_prompt, "the tools' descriptions")
     parts: list[TurnPart] = [system] if system else []
     if tools_prompt:
         parts.append(Markup(f"\n\n{tools_prompt}" if system else tools_prompt))
@@ -109,7 +131,7 @@ def _parts(content: Any, where: str, options: _Options) -> list[TurnPart]:
         elif isinstance(part, VideoPart):
             out.extend(VideoFrame(frame, n, tiling) for n, frame in enumerate(part.frames, 1))
         elif isinstance(part, TextPart):
-            out.append(part.text)
+            out.append(check_text(part.text, where))
     return out
 
 
@@ -126,7 +148,9 @@ def _text_only(content: Any, where: str, options: _Options) -> str:
 def _assistant_parts(message: AIMessage, where: str, options: _Options) -> list[TurnPart]:
     parts = _parts(message.content, where, options) if message.content else []
     for call in message.tool_calls:
-        block = format_tool_call(call["name"], call.get("args") or {})
+        block = check_text(
+            format_tool_call(call["name"], call.get("args") or {}), f"{where}, a tool call"
+        )
         prefix = "\n" if parts else ""
         parts.append(Markup(prefix + block))
     return parts

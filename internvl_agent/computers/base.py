@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import base64
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +21,8 @@ from internvl_agent.engine.images import freeze_image
 
 MouseButton = Literal["left", "right", "middle"]
 ScrollDirection = Literal["up", "down", "left", "right"]
+RequestFilter = Callable[[str], bool]
+"""A URL -> whether the computer may send a request for it."""
 
 
 @dataclass
@@ -141,6 +144,19 @@ class Computer(abc.ABC):
     def current_url(self) -> str | None:
         """The URL shown, for computers that have one."""
         return None
+
+    def focused_url(self) -> str | None:
+        """The URL of the document that holds the keyboard focus (a frame's, when a frame has
+        it): where typed keys go. Default: `current_url`."""
+        return self.current_url()
+
+    def restrict_requests(  # noqa: B027 (optional hook, not abstract)
+        self, allows: RequestFilter | None, *, subresources: bool = False
+    ) -> None:
+        """Never send a request for a URL `allows` refuses: documents (pages, frames, form
+        submissions, popups, redirects), and with `subresources` every other request too.
+        None lifts the restriction. Computers that send no requests of their own (the
+        desktop) ignore it."""
 
     def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Release whatever the computer holds (browser, display)."""

@@ -6,6 +6,14 @@ CSS pixels; `coordinates.css_map` converts between them.
 The sync API is bound to the thread that launched the browser and refuses to start inside a
 running asyncio loop: use a BrowserComputer from the thread that created it, off the event
 loop. Computers on one thread share one Playwright driver (see `chromium.acquire_playwright`).
+
+Request filtering (`restrict_requests`, which GUIAgent sets from allowed_domains): every request
+the browser makes pauses in Chromium's network stack (CDP ``Fetch`` on the browser target, so
+every tab, popup, frame, out-of-process frame and redirect hop is covered) until the filter has
+judged its URL; a refused one is failed there and never reaches the network. Service workers
+are blocked in a filtered browser (their fetches would bypass a page's filtering). Paused
+requests are answered while a Playwright call is running (the sync API dispatches events then):
+a page acting between two actions waits, it is never let through unchecked.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from internvl_agent.computers.base import (
     ActionOutcome,
     Computer,
     MouseButton,
+    RequestFilter,
     Screenshot,
     ScrollDirection,
 )
@@ -32,7 +41,15 @@ from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.urls import normalize_url
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Playwright
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        CDPSession,
+        Dialog,
+        Page,
+        Playwright,
+        WebSocketRoute,
+    )
 
 DEFAULT_LAUNCH_ARGS: tuple[str, ...] = (
     "--no-sandbox",
@@ -47,6 +64,7 @@ SCROLL_NOTCH_CSS = 100
 DRAG_STEPS = 12
 ACTION_PAUSE_S = 0.05  # lets a click start its navigation or popup before we wait on it
 MOUSE_BUTTONS = ("left", "right", "middle")
+_BLANK_URLS = ("", "about:blank", "chrome-error://chromewebdata/")
 
 
 # --------------------------------------------------------------------------- urls
@@ -103,6 +121,12 @@ class BrowserComputer(Computer):
         self._front: Page | None = None
         self._last_map: PixelMap | None = None
         self._notes: list[str] = []  # things the model should hear about after an action
+        self._request_filter: RequestFilter | None = None
+        self._filter_subresources = False
+        self._cdp: CDPSession | None = None
+        self._sockets_routed = False
+        self._blocked_documents: list[str] = []  # refused document URLs, not yet reported
+        self._blocked_other = 0  # refused subresource requests, not yet reported
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -127,9 +151,13 @@ class BrowserComputer(Computer):
                 headless=self.headless,
                 args=[*DEFAULT_LAUNCH_ARGS, *self.launch_args],
             )
+            if self._request_filter is not None:
+                self._install_filter()
             self._context = self._browser.new_context(
                 viewport={"width": self.viewport[0], "height": self.viewport[1]},
                 device_scale_factor=self.device_scale_factor,
+                # a service worker's fetches would not pass the filter of the page it serves
+                service_workers="block" if self._request_filter is not None else "allow",
             )
         except BaseException as exc:
             self._playwright = playwright
@@ -140,6 +168,8 @@ class BrowserComputer(Computer):
                 ) from exc
             raise
         self._playwright = playwright
+        if self._request_filter is not None:
+            self._route_sockets()
         self._context.set_default_timeout(self.navigation_timeout * 1000)
         self._context.on("page", self._track)
         self._track(self._context.new_page())
@@ -150,6 +180,8 @@ class BrowserComputer(Computer):
         """Close the browser and release Playwright; safe to call more than once."""
         context, browser, playwright = self._context, self._browser, self._playwright
         self._context = self._browser = self._playwright = None
+        self._cdp = None
+        self._sockets_routed = False
         self._pages.clear()
         self._front = self._last_map = None
         with contextlib.suppress(Exception):  # already gone: nothing to report to
@@ -164,6 +196,102 @@ class BrowserComputer(Computer):
     def __enter__(self) -> BrowserComputer:
         self.launch()
         return self
+
+    # ---------------------------------------------------------------- request filter
+
+    def restrict_requests(
+        self, allows: RequestFilter | None, *, subresources: bool = False
+    ) -> None:
+        """Refuse, before they are sent, the documents (and with `subresources`, all
+        requests) whose URL `allows` refuses; see the module docstring. Set it before the
+        browser launches so that service workers are blocked too."""
+        self._request_filter = allows
+        self._filter_subresources = bool(subresources)
+        if allows is not None and self._browser is not None:
+            self._install_filter()
+            self._route_sockets()
+
+    def _install_filter(self) -> None:
+        """Pause every request of the browser (all contexts, tabs and frames) for `_on_request`."""
+        if self._cdp is not None or self._browser is None:
+            return
+        cdp = self._browser.new_browser_cdp_session()
+        cdp.on("Fetch.requestPaused", self._on_request)
+        cdp.send("Fetch.enable", {"patterns": [{"urlPattern": "*", "requestStage": "Request"}]})
+        self._cdp = cdp
+
+    def _on_request(self, event: dict[str, Any]) -> None:
+        """Let a paused request go on, or fail it in the browser (it is never sent). Any doubt
+        (a malformed event, a filter that raises) refuses it."""
+        cdp, request_id = self._cdp, event.get("requestId")
+        if cdp is None or request_id is None:
+            return
+        url, document = "?", True
+        try:
+            url = str(event["request"]["url"])
+            document = event.get("resourceType") == "Document"
+            allows = self._request_filter
+            if allows is None or (not document and not self._filter_subresources) or allows(url):
+                cdp.send("Fetch.continueRequest", {"requestId": request_id})
+                return
+        except Exception:  # fail closed: the request is refused below
+            pass
+        # "Aborted" drops a navigation quietly (the page stays); subresources fail as blocked
+        reason = "Aborted" if document else "BlockedByClient"
+        with contextlib.suppress(Exception):  # the target may be gone: nothing was sent anyway
+            cdp.send("Fetch.failRequest", {"requestId": request_id, "errorReason": reason})
+        if document:
+            self._blocked_documents.append(url)
+        else:
+            self._blocked_other += 1
+
+    def _route_sockets(self) -> None:
+        """WebSockets do not pass through Fetch: Playwright routes them in the page instead."""
+        if self._context is None or self._sockets_routed:
+            return
+        self._context.route_web_socket(lambda _url: True, self._on_web_socket)
+        self._sockets_routed = True
+
+    def _on_web_socket(self, socket: WebSocketRoute) -> None:
+        """Connect a page's WebSocket to its server, unless subresources are filtered and the
+        filter refuses its URL: then it is closed before any connection is made."""
+        allows = self._request_filter
+        try:
+            refused = allows is not None and self._filter_subresources and not allows(socket.url)
+        except Exception:
+            refused = True
+        if refused:
+            self._blocked_other += 1
+            with contextlib.suppress(Exception):
+                socket.close(code=1008, reason="blocked: outside the allowed domains")
+            return
+        socket.connect_to_server()
+
+    def _blocked_news(self, before: Page | None) -> list[str]:
+        """Notes on the requests refused since the last action; a new tab whose page was
+        refused is closed (it would only show a blank page)."""
+        documents, others = self._blocked_documents, self._blocked_other
+        self._blocked_documents, self._blocked_other = [], 0
+        notes = [
+            f"the browser refused to open {url}: it is outside the allowed domains, so "
+            "nothing was sent"
+            for url in dict.fromkeys(documents)
+        ]
+        if others:
+            notes.append(f"{others} request(s) of the page to other sites were blocked")
+        active = self._pages[-1] if self._pages else None
+        if (
+            documents
+            and active is not None
+            and active is not before
+            and before in self._pages
+            and active.url in _BLANK_URLS
+        ):
+            self._untrack(active)
+            with contextlib.suppress(Exception):
+                active.close()
+            notes.append("the new tab it was for was closed")
+        return notes
 
     # ---------------------------------------------------------------- pages
 
@@ -210,6 +338,28 @@ class BrowserComputer(Computer):
         """The active page's URL, or None before the browser starts."""
         return self._pages[-1].url if self._pages else None
 
+    def focused_url(self) -> str | None:
+        """The URL of the frame holding the keyboard focus (the deepest frame whose document
+        has focus), else the page's; None when it cannot be told."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        if not self._pages:
+            return None
+        page = self._pages[-1]
+        best, depth = page.url, -1
+        try:
+            for frame in page.frames:
+                if not frame.evaluate("document.hasFocus()"):
+                    continue
+                level, parent = 0, frame.parent_frame
+                while parent is not None:
+                    level, parent = level + 1, parent.parent_frame
+                if level > depth:
+                    best, depth = frame.url, level
+        except PlaywrightError:
+            return None
+        return best
+
     def page_state(self) -> dict[str, Any]:
         """URL, title, tab count and scroll position of the active page."""
         page = self.page
@@ -251,6 +401,7 @@ class BrowserComputer(Computer):
     def _news(self, before: Page | None) -> str:
         """Dialogs seen and tab switches since `before` was active, as "; ..." notes."""
         notes, self._notes = self._notes, []
+        notes += self._blocked_news(before)
         active = self._pages[-1] if self._pages else None
         if active is not None and active is not before:
             if before in self._pages:
@@ -427,6 +578,10 @@ class BrowserComputer(Computer):
         target = normalize_url(url)
         if not target:
             return ActionOutcome(False, "no URL given", self.current_url())
+        allows = self._request_filter
+        if allows is not None and not allows(target):
+            message = f"blocked: {target} is outside the allowed domains; nothing was sent"
+            return ActionOutcome(False, message, self.current_url())
         page = self.page
         for attempt in range(2):
             try:

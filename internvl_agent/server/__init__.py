@@ -58,7 +58,9 @@ def serve(
     dtype: str = "auto",
     max_tiles: int | None = None,
     max_tokens: int | None = None,
-    allow_remote_images: bool = True,
+    allow_remote_images: bool = False,
+    allow_private_image_hosts: bool = False,
+    max_tokens_cap: int | None = None,
     preload: bool = True,
     log_level: str = "info",
     llm: Any = None,
@@ -74,7 +76,10 @@ def serve(
         clients).
     max_tiles / max_tokens: server defaults; a request can set its own (`max_tiles` and
         `max_tokens` / `max_completion_tokens` fields).
-    allow_remote_images: fetch http(s) image URLs named in requests (data URLs always work).
+    allow_remote_images: fetch http(s) image URLs named in requests (off by default: data URLs
+        only); hosts at private, loopback or link-local addresses are refused unless
+        `allow_private_image_hosts`.
+    max_tokens_cap: the most tokens a request may ask for (default: the model's context).
     preload: load the weights (and run one tiny generation) before accepting requests, so
         that a bad checkpoint fails now and the first request is not slow.
     llm_options: more ChatInternVL fields (temperature, top_p, quantization, device_map, ...).
@@ -105,6 +110,8 @@ def serve(
         served_model_name=served_model_name,
         api_key=api_key,
         allow_remote_images=allow_remote_images,
+        allow_private_image_hosts=allow_private_image_hosts,
+        max_tokens_cap=max_tokens_cap,
     )
     if preload:
         logger.info("loading %s ...", llm.model)

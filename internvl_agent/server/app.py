@@ -11,7 +11,9 @@ user would bind them, and the answer (an AIMessage, or AIMessageChunks when stre
 written back in OpenAI's shapes. Concurrent requests are batched by the engine.
 
 Errors are OpenAI-style ``{"error": {"message", "type", "param", "code"}}``: 400 for bad input
-(validation, images, message forms, context length, options), 401 for a wrong API key, 404 for
+(validation, images, message forms, context length, options, text with lone surrogates,
+``max_tokens`` above the server's cap), 401 for a wrong API key (every route but ``/health``,
+``/openapi.json`` included, needs it when one is set), 404 for
 an unknown model or route, 413 for an oversize body, 500 (with a generic message; the traceback
 goes to the server log only) for anything else.
 """
@@ -50,6 +52,7 @@ from internvl_agent.errors import (
     MessageFormatError,
 )
 from internvl_agent.server import schemas as s
+from internvl_agent.server.images import fetch_data_url
 
 logger = logging.getLogger("internvl_agent.server")
 
@@ -140,12 +143,23 @@ class _Server:
         names: list[str],
         api_key: str | None,
         allow_remote_images: bool,
+        allow_private_image_hosts: bool = False,
+        max_tokens_cap: int | None = None,
     ) -> None:
         self.llm = llm
         self.names = names
         self.api_key = api_key
         self.allow_remote_images = allow_remote_images
+        self.allow_private_image_hosts = allow_private_image_hosts
+        self._max_tokens_cap = max_tokens_cap
         self.created = int(time.time())
+
+    def max_tokens_cap(self) -> tuple[int, str]:
+        """The most tokens a request may ask for, and where that number comes from."""
+        if self._max_tokens_cap is not None:
+            return self._max_tokens_cap, "the server's max_tokens_cap"
+        engine = self.llm._engine(self.llm.model)  # loads the model once, as a request would
+        return engine.context_length, "the model's context length"
 
     # --- checks ---
     def resolve_model(self, requested: str | None) -> str:
@@ -167,11 +181,21 @@ class _Server:
     ) -> tuple[Runnable, list[BaseMessage], str | None]:
         """The bound model, the messages, and what decoding is constrained to ("tool", "json"
         or None)."""
+        _refuse_surrogates(body)
         _refuse_unsupported(body)
         constrained: str | None = None
-        converter = _MessageConverter(self.allow_remote_images)
+        converter = _MessageConverter(self.allow_remote_images, self.allow_private_image_hosts)
         messages = converter.convert(body.messages)
         options = _call_options(body, converter.max_dynamic_patch)
+        if "max_tokens" in options:
+            cap, source = self.max_tokens_cap()
+            if options["max_tokens"] > cap:
+                field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+                raise _bad(
+                    f"{field}={options['max_tokens']} is more than this server allows: at "
+                    f"most {cap} ({source}); ask for {cap} or fewer.",
+                    param=field,
+                )
         runnable: Runnable = self.llm
         if body.tools:
             tools, choice = _tools_and_choice(body)
@@ -193,6 +217,42 @@ class _Server:
 
 
 # --------------------------------------------------------------------------- request → call
+
+
+def _first_surrogate(value: Any, path: str) -> tuple[str, int] | None:
+    """(where, position) of the first lone surrogate in the strings of `value`, keys too."""
+    if isinstance(value, str):
+        for i, ch in enumerate(value):
+            if "\ud800" <= ch <= "\udfff":
+                return path, i
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            found = _first_surrogate(key, here) or _first_surrogate(item, here)
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _first_surrogate(item, f"{path}.{i}")
+            if found:
+                return found
+    return None
+
+
+def _refuse_surrogates(body: s.ChatCompletionRequest) -> None:
+    """400 naming the field when any text holds a lone surrogate (JSON's "\\ud800" without
+    its pair): it is not a character, and no tokenizer can encode it."""
+    found = _first_surrogate(body.model_dump(by_alias=True, exclude_none=True), "")
+    if found is not None:
+        where, position = found
+        raise _bad(
+            f"{where} contains a lone UTF-16 surrogate at character {position}, which is not "
+            "valid text; send well-formed strings (a surrogate escape needs its pair, e.g. "
+            "\\ud83d\\ude00).",
+            param=where,
+            code="invalid_text",
+        )
 
 
 def _refuse_unsupported(body: s.ChatCompletionRequest) -> None:
@@ -315,8 +375,9 @@ def _response_format(fmt: Any) -> dict[str, Any] | None:
 class _MessageConverter:
     """OpenAI chat messages → LangChain messages, with errors that name the bad part."""
 
-    def __init__(self, allow_remote_images: bool) -> None:
+    def __init__(self, allow_remote_images: bool, allow_private_hosts: bool = False) -> None:
         self.allow_remote_images = allow_remote_images
+        self.allow_private_hosts = allow_private_hosts
         self.max_dynamic_patch: int | None = None
 
     def convert(self, messages: Sequence[Any]) -> list[BaseMessage]:
@@ -417,6 +478,12 @@ class _MessageConverter:
                     param=f"{where}.image_url.url",
                     code="invalid_image",
                 )
+            try:  # fetched here, address-checked (server/images.py); the model gets data
+                url = fetch_data_url(url, allow_private=self.allow_private_hosts)
+            except ImageInputError as exc:
+                raise _bad(
+                    f"{where}: {exc}", param=f"{where}.image_url.url", code="invalid_image"
+                ) from None
         elif scheme != "data":
             raise _bad(
                 f"{where}.image_url.url must be a data: URL (data:image/png;base64,...) or an "
@@ -684,8 +751,8 @@ async def _invoke_unless_disconnected(
 
 
 class _Guard:
-    """Pure ASGI middleware, before any parsing: the API key (on /v1 routes) and the body size
-    (413 above the limit: by Content-Length, and by counting for chunked bodies)."""
+    """Pure ASGI middleware, before any parsing: the API key (every route but /health) and the
+    body size (413 above the limit: by Content-Length, and by counting for chunked bodies)."""
 
     def __init__(self, app: Any, server: _Server, max_bytes: int) -> None:
         self.app = app
@@ -722,7 +789,8 @@ class _Guard:
 
     def _check(self, scope: Any) -> APIError | None:
         headers = {k.lower(): v for k, v in scope.get("headers", ())}
-        if self.server.api_key is not None and scope.get("path", "").startswith("/v1"):
+        # every route but the health check (the OpenAPI schema included) needs the key
+        if self.server.api_key is not None and scope.get("path", "") != "/health":
             token = headers.get(b"authorization", b"").decode("latin-1")
             scheme, _, value = token.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -751,9 +819,11 @@ def create_app(
     *,
     served_model_name: str | Sequence[str] | None = None,
     api_key: str | None = None,
-    allow_remote_images: bool | None = None,
+    allow_remote_images: bool = False,
+    allow_private_image_hosts: bool = False,
     allow_local_images: bool = False,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_tokens_cap: int | None = None,
     **llm_options: Any,
 ) -> FastAPI:
     """The FastAPI app serving `llm` (or a ChatInternVL built from `llm_options`).
@@ -761,9 +831,16 @@ def create_app(
     served_model_name: the name(s) clients put in ``model``; the first is listed by
         ``GET /v1/models``. Default: the checkpoint (``llm.model``). Requests naming another
         model get a 404 ``model_not_found``; requests without ``model`` get the served one.
-    api_key: when set, every ``/v1`` request needs ``Authorization: Bearer <api_key>``.
+    api_key: when set, every request but ``GET /health`` (``/openapi.json`` included) needs
+        ``Authorization: Bearer <api_key>``.
     allow_remote_images: whether ``image_url`` may be an http(s) URL that the server fetches
-        (default: ``llm.allow_remote_images``). Data URLs are always accepted.
+        (default off: data URLs only). When on, the server fetches the image itself and
+        refuses hosts that resolve to loopback, private, link-local or reserved addresses
+        (redirect hops included; see server/images.py).
+    allow_private_image_hosts: with remote images on, fetch from such hosts too (only for a
+        server that only trusted clients reach).
+    max_tokens_cap: the most ``max_tokens`` a request may ask for (400 above it, naming the
+        cap); default the model's context length.
     allow_local_images: let the server read local paths / file: URLs named by clients. Off
         by default, and it should stay off for any server others can reach.
     max_request_bytes: largest accepted request body (413 above it).
@@ -776,9 +853,13 @@ def create_app(
         raise ConfigurationError(
             f"pass either llm or ChatInternVL options, not both (got {sorted(llm_options)})"
         )
-    remote = llm.allow_remote_images if allow_remote_images is None else allow_remote_images
+    if max_tokens_cap is not None and (not isinstance(max_tokens_cap, int) or max_tokens_cap < 1):
+        raise ConfigurationError(
+            f"max_tokens_cap must be a positive integer, got {max_tokens_cap!r}"
+        )
+    # The model never fetches a URL itself: the server fetches (checked) and sends data URLs.
     llm = llm.model_copy(
-        update={"allow_local_images": allow_local_images, "allow_remote_images": remote}
+        update={"allow_local_images": allow_local_images, "allow_remote_images": False}
     )
     if served_model_name is None:
         names = [llm.model]
@@ -788,13 +869,21 @@ def create_app(
         names = list(served_model_name)
     if not names or not all(isinstance(n, str) and n for n in names):
         raise ConfigurationError("served_model_name must be one or more non-empty strings")
-    server = _Server(llm, names, api_key, remote)
+    server = _Server(
+        llm,
+        names,
+        api_key,
+        allow_remote_images,
+        allow_private_image_hosts=allow_private_image_hosts,
+        max_tokens_cap=max_tokens_cap,
+    )
 
     app = FastAPI(
         title="internvl-agent OpenAI-compatible server",
         description="OpenAI chat-completions API backed by InternVL (ChatInternVL).",
         docs_url=None,
         redoc_url=None,
+        # /openapi.json stays (clients generate code from it) but needs the API key (_Guard)
     )
     app.state.internvl = server
     app.add_middleware(_Guard, server=server, max_bytes=max_request_bytes)
@@ -830,7 +919,8 @@ def create_app(
     async def chat_completions(body: s.ChatCompletionRequest, request: Request) -> Response:
         try:
             model = server.resolve_model(body.model)
-            runnable, messages, constrained = server.prepare(body)
+            # off the event loop: it may fetch images and load the model (max_tokens cap)
+            runnable, messages, constrained = await asyncio.to_thread(server.prepare, body)
             parallel = body.parallel_tool_calls is not False
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)

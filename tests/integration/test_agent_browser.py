@@ -382,19 +382,19 @@ def test_navigation_to_a_disallowed_domain_is_blocked(
 
 
 @needs_browser
-def test_link_leaving_allowed_domains_is_undone(
+def test_link_leaving_allowed_domains_is_refused(
     browser: BrowserComputer, link_site: str, tmp_path: Path
 ) -> None:
     port = urlsplit(link_site).port
-    model = ScriptedModel(computer=browser, script=[click("#away"), done("went back")])
+    model = ScriptedModel(computer=browser, script=[click("#away"), done("stayed")])
     agent = _agent(model, browser, tmp_path, allowed_domains=[f"127.0.0.1:{port}"])
     result = agent.run("Follow the link", start_url=link_site)
 
     assert result.status == "done"
-    assert browser.current_url() == link_site
+    assert browser.current_url() == link_site  # the page never left
     told = message_text(model.step_calls[1])
-    assert "outside the allowed domains" in told and f"went back to {link_site}" in told
-    assert "localhost" in told
+    assert "the browser refused to open http://localhost" in told
+    assert "outside the allowed domains, so nothing was sent" in told
     check_record(result)
 
 
