@@ -523,10 +523,6 @@ class GUIAgent:
         if block_foreign_requests is None:
             block_foreign_requests = bool(self.secrets)
         self.block_foreign_requests = block_foreign_requests
-        computer.restrict_requests(
-            self.domains.allows_request if self.domains.restricted else None,
-            subresources=block_foreign_requests,
-        )
         self.ask_user = ask_user
         self.approve_every_action = bool(approve_every_action)
         self.approval_image = approval_image
@@ -558,6 +554,12 @@ class GUIAgent:
         self._own_executor: ThreadPoolExecutor | None = None
         self._lives: OrderedDict[str, _Live] = OrderedDict()  # run folder -> live objects
         self._runner: tuple[CompiledStateGraph, InMemorySaver] | None = None
+
+    def _restrict_requests(self) -> None:
+        self.computer.restrict_requests(
+            self.domains.allows_request if self.domains.restricted else None,
+            subresources=self.block_foreign_requests,
+        )
 
     def _render_prompt(self, *, human_available: bool) -> str:
         return render_system_prompt(
@@ -668,7 +670,7 @@ class GUIAgent:
             builder.add_node(node, self._runnable(node, body, mode))
         builder.add_edge(START, "start")
         builder.add_conditional_edges("start", _after_start, ["observe", "finish"])
-        builder.add_conditional_edges("observe", _after_observe, ["decide", "record"])
+        builder.add_conditional_edges("observe", _after_observe, ["decide", "record", "finish"])
         builder.add_conditional_edges("decide", _after_decide, ["ground", "act", "record"])
         builder.add_conditional_edges("ground", _after_ground, ["check", "record"])
         builder.add_conditional_edges("check", _after_check, ["act", "ground", "record"])
@@ -959,6 +961,9 @@ class GUIAgent:
         the run as "stopped" and is raised again; an interrupt() passes through."""
 
         def body(mode: _Mode, state: AgentState) -> Steps:
+            if new_step and self.stop_requested:  # asked between steps (on_step included)
+                ending = {"status": "stopped", "answer": None, "error": "stopped by stop()"}
+                return {"ending": ending, "record": None}
             run, step = self._load(state, new_step=new_step)
             record = step.record
             try:
@@ -999,6 +1004,8 @@ class GUIAgent:
         start_url = state.get("start_url")
         task = self._check_task(task, start_url)
         self._stop.clear()
+        # the browser's own filter, set on the thread that drives the computer (each run)
+        yield Blocking(self._restrict_requests)
         meta = redact_value(self.record_meta(start_url), self.redact)
         recorder = yield Blocking(
             lambda: RunRecorder(self.record_dir, task=self.redact(task), meta=meta)
@@ -1016,8 +1023,6 @@ class GUIAgent:
         except BaseException as exc:
             self._interrupted(run, None, exc)
             raise
-        if ending is None and self.stop_requested:
-            ending = ("stopped", None, "stopped by stop()")
         step = _Step(StepRecord(index=0), ending=ending)
         update = self._dump(run, step, {}, full=True)
         update.update(
@@ -1272,15 +1277,12 @@ class GUIAgent:
         except BaseException as exc:
             self._interrupted(run, None, exc)
             raise
-        if step.ending is None:
-            if run.steps >= self.max_steps:
-                step.ending = (
-                    "max_steps",
-                    None,
-                    f"reached max_steps={self.max_steps} before the task was done",
-                )
-            elif self.stop_requested:
-                step.ending = ("stopped", None, "stopped by stop()")
+        if step.ending is None and run.steps >= self.max_steps:
+            step.ending = (
+                "max_steps",
+                None,
+                f"reached max_steps={self.max_steps} before the task was done",
+            )
         update = self._dump(run, step, state)
         update["record"] = clean.model_dump(mode="json")
         return update
@@ -1742,7 +1744,9 @@ def _after_start(state: AgentState) -> str:
 
 
 def _after_observe(state: AgentState) -> str:
-    return "record" if state.get("ending") else "decide"
+    if state.get("ending"):
+        return "finish" if state.get("record") is None else "record"  # stopped / failed
+    return "decide"
 
 
 def _after_decide(state: AgentState) -> str:
