@@ -545,13 +545,28 @@ class DecodeLoop:
 
         rows = input_ids.shape[0]
         device = input_ids.device
-        cached = self.kv.get_seq_length()
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        embeds = embeds[:, cached:]
-        logits = self._forward(attention, positions[:, cached:], 1, inputs_embeds=embeds)[:, -1]
-        history = input_ids  # every token so far, for the repetition penalty
-        next_pos = positions[:, -1] + 1
         tracker = self.tracker
+        cached = self.kv.get_seq_length()
+        # Tokens forced from the start (a named tool call's {"name": "click", "arguments": ...)
+        # join the prefill pass.
+        steps: list[list[int]] = [[] for _ in range(rows)]
+        if self.jump_forward:
+            for i in tracker.live_rows():
+                steps[i] = self._jump(i, tracker.room(i))
+        history = input_ids  # every token so far, for the repetition penalty
+        width = 0
+        if any(steps):
+            feed, fresh = self._pad(steps, rows, device)
+            width = feed.shape[1]
+            embeds = torch.cat([embeds, self.model.get_input_embeddings()(feed)], dim=1)
+            attention = torch.cat([attention, fresh], dim=1)
+            history = torch.cat([history, feed], dim=1)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        all_logits = self._forward(
+            attention, positions[:, cached:], width + 1, inputs_embeds=embeds[:, cached:]
+        )
+        logits = self._take(all_logits, steps)
+        next_pos = positions[:, -1] + 1
         while True:
             live = tracker.live_rows()
             if not live:
@@ -566,48 +581,66 @@ class DecodeLoop:
             else:
                 tokens = scores.argmax(dim=-1)
             sampled = tokens.tolist()
-            step: list[list[int]] = [[self.pad_id] for _ in range(rows)]
+            steps = [[] for _ in range(rows)]
             for i in live:
                 token = int(sampled[i])
                 tracker.add(i, token, logits[i])
                 if self.processor is not None:
                     self.processor.accept(i, token)
-                step[i] = [token]
+                steps[i] = [token]
                 if self.jump_forward and not tracker.is_done(i):
-                    limit = tracker.room(i)
-                    run, ends = self.processor.jump(i, limit)
-                    step[i].extend(run)
-                    if ends and len(run) < limit:
-                        step[i].append(-1)  # EOS is forced: added after the pass
-            width = max(len(s) for s in step)
-            feed = torch.full((rows, width), self.pad_id, dtype=torch.long)
-            fresh = torch.zeros((rows, width), dtype=torch.long)
-            for i, s in enumerate(step):
-                real = [t for t in s if t >= 0]
-                feed[i, : len(real)] = torch.tensor(real)
-                fresh[i, : len(real)] = 1 if i in live else 0
-            feed, fresh = feed.to(device), fresh.to(device)
+                    steps[i] += self._jump(i, tracker.room(i))
+            if not tracker.live_rows():
+                return
+            feed, fresh = self._pad(steps, rows, device)
             attention = torch.cat([attention, fresh], dim=1)
             step_pos = next_pos[:, None] + (fresh.cumsum(-1) - 1).clamp(min=0)
             next_pos = next_pos + fresh.sum(-1)
             history = torch.cat([history, feed], dim=1)
-            if not tracker.live_rows():
-                return
-            all_logits = self._forward(attention, step_pos, width, input_ids=feed)
-            last = (fresh.sum(-1) - 1).clamp(min=0)
-            logits = all_logits[torch.arange(rows, device=device), last]
-            for i in live:
-                extra = step[i][1:]
-                for j, token in enumerate(extra):
-                    if tracker.is_done(i):
-                        break
-                    if token < 0:  # the best of the end tokens, as masking would pick
-                        ends = sorted(tracker.eos)
-                        best = ends[int(all_logits[i, j, ends].argmax())]
-                        tracker.add(i, best, all_logits[i, j])
-                    else:
-                        self.stats["jumped_tokens"] += 1
-                        tracker.add(i, token, all_logits[i, j])
+            all_logits = self._forward(attention, step_pos, feed.shape[1], input_ids=feed)
+            logits = self._take(all_logits, [s[1:] for s in steps])
+
+    def _jump(self, i: int, limit: int) -> list[int]:
+        """Row `i`'s forced tokens, -1 standing for a forced end token."""
+        run, ends = self.processor.jump(i, limit)
+        return run + [-1] if ends and len(run) < limit else run
+
+    def _pad(self, steps: list[list[int]], rows: int, device: Any) -> tuple[Any, Any]:
+        """The tokens to feed (right-padded) and their attention mask (0 on padding)."""
+        import torch
+
+        width = max(1, max(len([t for t in s if t >= 0]) for s in steps))
+        feed = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        fresh = torch.zeros((rows, width), dtype=torch.long)
+        for i, s in enumerate(steps):
+            real = [t for t in s if t >= 0]
+            if real:
+                feed[i, : len(real)] = torch.tensor(real)
+                fresh[i, : len(real)] = 1
+        return feed.to(device), fresh.to(device)
+
+    def _take(self, all_logits: Any, runs: list[list[int]]) -> Any:
+        """Hand each row's jumped tokens to the tracker with the logits that predicted them
+        (position j of the pass's kept logits predicts the j-th: position 0 is the token fed
+        before the run); return each row's logits for its next token."""
+        import torch
+
+        last = []
+        for i, run in enumerate(runs):
+            real = [t for t in run if t >= 0]
+            for j, token in enumerate(run):
+                if self.tracker.is_done(i):
+                    break
+                row_logits = all_logits[i, j]
+                if token < 0:  # the best of the end tokens, as masking would pick
+                    ends = sorted(self.tracker.eos)
+                    token = ends[int(row_logits[ends].argmax())]
+                else:
+                    self.stats["jumped_tokens"] += 1
+                self.tracker.add(i, token, row_logits)
+            last.append(len(real))
+        index = torch.tensor(last, device=all_logits.device)
+        return all_logits[torch.arange(len(runs), device=all_logits.device), index]
 
 
 class _BatchTracker:
