@@ -1036,9 +1036,17 @@ class JsonLogitsProcessor(LogitsProcessor):
         forced = row.forced()
         if forced is not None:
             return forced, False
-        if self._closing_mode(row, row.remaining):
-            return None, True
-        return row.grammar_forced(), False
+        grammar = row.grammar_forced()
+        if not self._closing_mode(row, row.remaining):
+            return grammar, False
+        # Closing mode: the grammar's forced token still, if a closing path fits after it.
+        if grammar is not None and row.matcher.accept_token(grammar):
+            lex = _lex_feed(row.lex, row.constraint.vocab.token_bytes[grammar])
+            length, _ = row.constraint.closer.path(row.matcher, lex, row.remaining - 1)
+            row.matcher.rollback(1)
+            if length is not None:
+                return grammar, False
+        return None, True
 
     def _closing_mode(self, row: _Row, remaining: int) -> bool:
         return row.closing_mode()

@@ -89,7 +89,7 @@ class RequestHandle:
 
     # --- producer side (the worker) ---
     def push_text(self, text: str) -> None:
-        if text:
+        if text or getattr(text, "logprobs", None):
             self._push(text)
 
     def finish(self, result: GenerationResult) -> None:
