@@ -55,7 +55,7 @@ DEFAULT_SEPARATORS: tuple[str, str] = (", ", ": ")
 GRAMMAR_CACHE_SIZE = 64  # compiled grammars kept per tokenizer
 # Bounds on what a schema may cost (a request's schema is untrusted input).
 SCHEMA_BYTES_LIMIT = 256 * 1024  # the schema's JSON text
-SCHEMA_DEPTH_LIMIT = 48  # nesting of JSON containers in the schema
+SCHEMA_DEPTH_LIMIT = 128  # nesting of JSON containers in the schema text
 SCHEMA_NODES_LIMIT = 20_000  # sub-schemas visited by the checks (enum values included)
 PATTERN_LIMIT = 1_000  # characters of one "pattern"
 GRAMMAR_SIZE_LIMIT = 500_000  # llguidance: grammar symbols
@@ -847,8 +847,9 @@ class JsonConstraint:
         length, _ = self.closer.path(self.new_matcher(), START, _PATH_LIMIT)
         if length is None:
             raise ConfigurationError(
-                "found no way to complete a JSON value for this schema; check that it can be "
-                "satisfied and has no unbounded required parts"
+                f"found no way to complete a JSON value for this schema within {_PATH_LIMIT} "
+                "tokens; check that it can be satisfied and that its required parts are not "
+                "too long"
             )
         self.json_min_tokens: int = length
         self.min_tokens: int = len(self.prefix_ids) + length + len(self.suffix_ids)

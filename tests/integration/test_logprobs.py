@@ -81,3 +81,13 @@ def test_logprobs_fields_and_errors(tiny_checkpoint: Path) -> None:
         llm.invoke("hi", logprobs=False, top_logprobs=2)
     with pytest.raises(ValueError):
         ChatInternVL(model=str(tiny_checkpoint), top_logprobs=21)
+
+
+def test_unsatisfiable_schema_is_refused_by_chat_model(llm: ChatInternVL) -> None:
+    schema = {"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "loop", "schema": schema}}
+    with pytest.raises(ConfigurationError, match="no finite JSON value"):
+        llm.invoke("hi", response_format=fmt)
+    tool = {"type": "function", "function": {"name": "loop", "parameters": schema}}
+    with pytest.raises(ConfigurationError, match="no finite JSON value"):
+        llm.bind_tools([tool], tool_choice="loop").invoke("hi")
