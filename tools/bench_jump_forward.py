@@ -22,11 +22,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from internvl_agent.actions import action_tools  # noqa: E402
-from internvl_agent.chat.chat_model import ChatInternVL  # noqa: E402
-from internvl_agent.engine.engine import get_engine, register_model  # noqa: E402
-from internvl_agent.engine.loading import LoadSpec  # noqa: E402
-from internvl_agent.engine.tiny import random_model  # noqa: E402
+from internvl_agent.actions import action_tools
+from internvl_agent.chat.chat_model import ChatInternVL
+from internvl_agent.engine.engine import get_engine, register_model
+from internvl_agent.engine.loading import LoadSpec
+from internvl_agent.engine.tiny import random_model
 
 PROMPT = "Open the settings page and turn on dark mode."
 

@@ -13,13 +13,14 @@ before, triton included on Linux x86-64).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +37,8 @@ def installed_size(dist: metadata.Distribution) -> int:
     total = 0
     for file in dist.files or []:
         path = Path(str(dist.locate_file(file)))
-        try:
+        with contextlib.suppress(OSError):
             total += os.path.getsize(path)
-        except OSError:
-            pass
     return total
 
 

@@ -986,7 +986,8 @@ class JsonLogitsProcessor(LogitsProcessor):
         else:
             for i, token in enumerate(input_ids[:, -1].tolist()):
                 self.accept(i, int(token))
-        return self.mask(scores)
+        self.mask(scores)
+        return scores
 
     def accept(self, i: int, token: int) -> None:
         """Row `i` took `token` (unconstrained and finished rows ignore it)."""

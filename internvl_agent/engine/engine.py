@@ -603,7 +603,7 @@ class DecodeLoop:
     def _jump(self, i: int, limit: int) -> list[int]:
         """Row `i`'s forced tokens, -1 standing for a forced end token."""
         run, ends = self.processor.jump(i, limit)
-        return run + [-1] if ends and len(run) < limit else run
+        return [*run, -1] if ends and len(run) < limit else run
 
     def _pad(self, steps: list[list[int]], rows: int, device: Any) -> tuple[Any, Any]:
         """The tokens to feed (right-padded) and their attention mask (0 on padding)."""

@@ -204,9 +204,7 @@ def _refuse_unsupported(body: s.ChatCompletionRequest) -> None:
             code="unsupported_value",
         )
     if body.top_logprobs and not body.logprobs:
-        raise _bad(
-            "top_logprobs needs logprobs: true in the same request.", param="top_logprobs"
-        )
+        raise _bad("top_logprobs needs logprobs: true in the same request.", param="top_logprobs")
     if body.logit_bias:
         raise _bad("logit_bias is not supported.", param="logit_bias", code="unsupported")
     for name in ("presence_penalty", "frequency_penalty"):
@@ -522,9 +520,7 @@ def _completion(
         id=_completion_id(),
         created=int(time.time()),
         model=model,
-        choices=[
-            s.Choice(message=reply, finish_reason=finish, logprobs=_logprobs(message))
-        ],
+        choices=[s.Choice(message=reply, finish_reason=finish, logprobs=_logprobs(message))],
         usage=_usage(message),
     )
     return completion.model_dump()

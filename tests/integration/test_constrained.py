@@ -509,8 +509,13 @@ def _nested(levels: int) -> dict:
 UNSATISFIABLE = {
     "self": {"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]},
     "through_defs": {
-        "$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}},
-                           "required": ["next"]}},
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {"next": {"$ref": "#/$defs/node"}},
+                "required": ["next"],
+            }
+        },
         "$ref": "#/$defs/node",
     },
     "through_arrays": {
@@ -539,10 +544,17 @@ def test_unsatisfiable_recursive_schemas_are_refused(tokenizer, name: str, backe
 def test_optional_recursion_and_escapes_are_accepted(tokenizer) -> None:
     for schema in (
         {"type": "object", "properties": {"a": {"$ref": "#"}}},
-        {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"c": {"$ref": "#"}},
-                                      "required": ["c"]}]},
-        {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}},
-         "required": ["kids"]},
+        {
+            "anyOf": [
+                {"type": "null"},
+                {"type": "object", "properties": {"c": {"$ref": "#"}}, "required": ["c"]},
+            ]
+        },
+        {
+            "type": "object",
+            "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}},
+            "required": ["kids"],
+        },
     ):
         constraint = JsonConstraint(tokenizer, schema, vocab_size=len(tokenizer))
         text = random_generation(tokenizer, constraint, constraint.min_tokens + 40, 0)

@@ -67,9 +67,14 @@ def test_streaming_and_invoke_agree(llm: ChatInternVL) -> None:
         for chunk in chunks[1:]:
             total += chunk
         want = message.response_metadata["logprobs"]["content"]
-        for got in ([e for part in per_chunk for e in part], total.response_metadata["logprobs"]["content"]):
+        for got in (
+            [e for part in per_chunk for e in part],
+            total.response_metadata["logprobs"]["content"],
+        ):
             assert [e["token"] for e in got] == [e["token"] for e in want]
-            assert [e["logprob"] for e in got] == pytest.approx([e["logprob"] for e in want], abs=1e-4)
+            assert [e["logprob"] for e in got] == pytest.approx(
+                [e["logprob"] for e in want], abs=1e-4
+            )
 
 
 def test_logprobs_fields_and_errors(tiny_checkpoint: Path) -> None:

@@ -649,7 +649,12 @@ def test_logprobs_in_openai_format(client: httpx.Client) -> None:
 
     events = stream_events(client, logprobs=True, top_logprobs=3, max_tokens=8)
     chunks = [ChatCompletionChunk.model_validate(e) for e in events[:-1]]
-    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    streamed = [
+        t
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for t in c.choices[0].logprobs.content
+    ]
     assert [t.token for t in streamed] == [t.token for t in content]
     for a, b in zip(streamed, content, strict=True):
         assert abs(a.logprob - b.logprob) < 1e-4
@@ -671,9 +676,14 @@ def test_logprobs_of_a_forced_tool_call(client: httpx.Client) -> None:
     [
         {"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]},
         {
-            "$defs": {"n": {"type": "object", "properties": {"m": {"$ref": "#/$defs/m"}},
-                            "required": ["m"]},
-                      "m": {"type": "array", "items": {"$ref": "#/$defs/n"}, "minItems": 1}},
+            "$defs": {
+                "n": {
+                    "type": "object",
+                    "properties": {"m": {"$ref": "#/$defs/m"}},
+                    "required": ["m"],
+                },
+                "m": {"type": "array", "items": {"$ref": "#/$defs/n"}, "minItems": 1},
+            },
             "$ref": "#/$defs/n",
         },
     ],
