@@ -368,6 +368,18 @@ class ChatInternVL(BaseChatModel):
         # .box (pixels): (384, 32, 896, 64); .point (its centre, pixels): (640, 48)
         ```
 
+    Logprobs (as ChatOpenAI; the model's own distribution, per chunk when streaming):
+        ```python
+        ai_msg = llm.invoke(messages, logprobs=True, top_logprobs=2)
+        ai_msg.response_metadata["logprobs"]["content"][0]
+        ```
+
+        ```python
+        {"token": "J", "logprob": -0.03, "bytes": [74],
+         "top_logprobs": [{"token": "J", "logprob": -0.03, "bytes": [74]},
+                          {"token": "Je", "logprob": -3.6, "bytes": [74, 101]}]}
+        ```
+
     Token usage:
         ```python
         ai_msg = llm.invoke(messages)
