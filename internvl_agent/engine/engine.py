@@ -575,12 +575,7 @@ class DecodeLoop:
             if self.processor is not None:
                 scores = self.processor.mask(scores)
             scores = self.after(history, scores) if self.after else scores
-            if self.sampling.do_sample:
-                probs = torch.softmax(scores, dim=-1)
-                tokens = torch.multinomial(probs, num_samples=1).squeeze(1)
-            else:
-                tokens = scores.argmax(dim=-1)
-            sampled = tokens.tolist()
+            sampled = self._sample(scores)
             steps = [[] for _ in range(rows)]
             for i in live:
                 token = int(sampled[i])
@@ -599,6 +594,15 @@ class DecodeLoop:
             history = torch.cat([history, feed], dim=1)
             all_logits = self._forward(attention, step_pos, feed.shape[1], input_ids=feed)
             logits = self._take(all_logits, [s[1:] for s in steps])
+
+    def _sample(self, scores: Any) -> list[int]:
+        """Each row's next token from its processed scores: sampled, or greedy."""
+        import torch
+
+        if self.sampling.do_sample:
+            probs = torch.softmax(scores, dim=-1)
+            return torch.multinomial(probs, num_samples=1).squeeze(1).tolist()
+        return scores.argmax(dim=-1).tolist()
 
     def _jump(self, i: int, limit: int) -> list[int]:
         """Row `i`'s forced tokens, -1 standing for a forced end token."""
