@@ -35,10 +35,11 @@ spread ~20%; the ratios hold):
     (llguidance) and 7.7% (ours) of the time of a ~1.5 ms tiny-model step, far less of a
     real model's step.
 
-xgrammar computes masks 5-8x faster and costs less per token overall on both vocabularies;
-its slower grammar compilation (17 ms at 150k tokens) is paid once per schema (cached) and
-its tokenizer preparation once per tokenizer. The product therefore uses xgrammar only;
-llguidance appears in this script alone.
+Rerun 2026-12-01 (machine under heavy load; see docs/benchmarks.md): at 150k tokens the
+product processor costs 193 µs/token on llguidance and 210 on xgrammar far from the budget
+(588 / 406 in closing mode), although xgrammar fills raw masks faster. llguidance needs no
+triton (core install 1205 MB vs 2258 MB, tools/measure_install.py), so it is the core backend
+and xgrammar the optional ``xgrammar`` extra; "ours" below runs the default backend.
 """
 
 from __future__ import annotations
