@@ -641,7 +641,7 @@ def done_with_output(output_schema: type[BaseModel] | Mapping[str, Any]) -> type
             "Finish the task. On success give the result in `output`, in the schema given; "
             "when the task cannot be completed set success to false and say why in `answer`."
         ),
-        __validators__={"_check_output": model_validator(mode="after")(check_output)},
+        __validators__={"_check_output": model_validator(mode="after")(check_output)},  # type: ignore[dict-item]
         answer=(
             str,
             Field("", description="A short note for the user, or why the task could not be done."),
@@ -955,8 +955,12 @@ def execute(
     """
     if isinstance(action, Click):
         assert point is not None
-        held = {"modifiers": tuple(dict.fromkeys(action.modifiers))} if action.modifiers else {}
-        return computer.click(*point, button=action.button, clicks=action.clicks, **held)
+        if action.modifiers:  # only then: a Computer written before modifiers still clicks
+            held = tuple(dict.fromkeys(action.modifiers))
+            return computer.click(
+                *point, button=action.button, clicks=action.clicks, modifiers=held
+            )
+        return computer.click(*point, button=action.button, clicks=action.clicks)
     if isinstance(action, Hover):
         assert point is not None
         return computer.hover(*point)
