@@ -353,9 +353,12 @@ class BrowserComputer(Computer):
         self._pages.append(page)
         page.on("close", self._untrack)
         page.on("dialog", self._on_dialog)
-        page.on("download", self._downloads.append)
+        page.on("download", self._on_download)
         if self.attached:
             page.on("popup", self._track_popup)
+
+    def _on_download(self, download: Download) -> None:
+        self._downloads.append(download)  # saved after the action (_news)
 
     def _track_popup(self, page: Page) -> None:
         self._opened.append(page)
