@@ -954,7 +954,8 @@ def execute(
     the computer propagate; the GUIAgent turns them into failed outcomes.
     """
     if isinstance(action, Click):
-        assert point is not None
+        if point is None:
+            return _no_point(action)
         if action.modifiers:  # only then: a Computer written before modifiers still clicks
             held = tuple(dict.fromkeys(action.modifiers))
             return computer.click(
@@ -962,13 +963,16 @@ def execute(
             )
         return computer.click(*point, button=action.button, clicks=action.clicks)
     if isinstance(action, Hover):
-        assert point is not None
+        if point is None:
+            return _no_point(action)
         return computer.hover(*point)
     if isinstance(action, SelectOption):
-        assert point is not None
+        if point is None:
+            return _no_point(action)
         return computer.select_option(*point, action.option)
     if isinstance(action, UploadFile):
-        assert point is not None
+        if point is None:
+            return _no_point(action)
         return computer.upload_file(*point, action.path)
     if isinstance(action, TypeText):
         return _type(computer, action, point, action.text if text is None else text)
@@ -978,7 +982,8 @@ def execute(
         x, y = point if point is not None else (None, None)
         return computer.scroll(action.direction, action.amount, x, y)
     if isinstance(action, Drag):
-        assert point is not None and end is not None
+        if point is None or end is None:
+            return _no_point(action)
         return computer.drag(*point, *end)
     if isinstance(action, Navigate):
         return computer.navigate(action.url)
@@ -987,6 +992,14 @@ def execute(
     if isinstance(action, Wait):
         return computer.wait(action.seconds)
     return ActionOutcome(False, f"{action.tool_name} cannot be executed on the computer")
+
+
+def _no_point(action: Action) -> ActionOutcome:
+    """The outcome of a targeted action run without its point (its element not located)."""
+    return ActionOutcome(
+        False,
+        f"{action.tool_name} needs a target point: its element was not located; nothing was done",
+    )
 
 
 def _type(computer: Computer, action: TypeText, point: Point | None, text: str) -> ActionOutcome:

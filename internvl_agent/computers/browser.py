@@ -63,6 +63,7 @@ HOVER_PAUSE_S = 0.05  # between arriving and pressing: hover styles and swapped 
 SETTLE_QUIET_S = 0.1  # default quiet window (docs/benchmarks.md: the settle's cost)
 SETTLE_MAX_S = 3.0  # default bound on one settle
 SETTLE_POLL_S = 0.025
+LEAVING_S = 1.0  # how long a sent form or a page being left counts as busy (when no page comes)
 MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
 PLAYWRIGHT_MODIFIERS: dict[str, str] = {
     "ctrl": "Control",
@@ -79,8 +80,13 @@ SETTLE_SCRIPT = """
 (() => {
   if (window.__ivaSettle) return;
   const TIMER_LIMIT_MS = %d;
-  const s = window.__ivaSettle = {last: performance.now(), timers: new Set()};
+  const s = window.__ivaSettle = {last: performance.now(), timers: new Set(), leaving: -1e9};
   const mark = () => { s.last = performance.now(); };
+  // a form sent or a page being left: the next document is on its way (its request may
+  // not have started yet on a busy machine)
+  const leave = () => { s.leaving = performance.now(); };
+  window.addEventListener('beforeunload', leave);
+  window.addEventListener('submit', e => { if (!e.defaultPrevented) leave(); });
   new MutationObserver(mark).observe(document, {
     subtree: true, childList: true, attributes: true, characterData: true});
   const set = window.setTimeout, clear = window.clearTimeout;
@@ -104,7 +110,7 @@ QUIET_PROBE = """
   if (document.readyState === 'loading') return 0;
   const busy = document.getAnimations().some(a => a.playState === 'running'
     && a.effect && a.effect.getComputedTiming().iterations !== Infinity);
-  if (busy || (s && s.timers.size)) return 0;
+  if (busy || (s && (s.timers.size || performance.now() - s.leaving < %d))) return 0;
   return s ? performance.now() - s.last : 1e9;
 })()
 """
@@ -211,6 +217,7 @@ class BrowserComputer(Computer):
         self._pending: set[Request] = set()
         self._network_quiet_since = time.monotonic()
         self._downloads: list[Download] = []
+        self._quiet_probe = QUIET_PROBE % int(LEAVING_S * 1000)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -426,20 +433,21 @@ class BrowserComputer(Computer):
                 self._network_quiet_since = time.monotonic()
 
     def _frame_quiet_s(self, frame: Frame) -> float:
-        """Seconds `frame` has been quiet (0 while busy); a frame going away counts as quiet."""
+        """Seconds `frame` has been quiet (0 while busy). A frame that cannot answer is busy:
+        its document is being replaced (the bound ends a frame that never answers)."""
         from playwright.sync_api import Error as PlaywrightError
 
         try:
-            return float(frame.evaluate(QUIET_PROBE)) / 1000
+            return float(frame.evaluate(self._quiet_probe)) / 1000
         except PlaywrightError:
-            return float("inf")
+            return 0.0
 
-    def _quiet_s(self, page: Page, started: float) -> float:
+    def _quiet_s(self, page: Page) -> float:
         """How long the page, its frames and its requests have all been quiet."""
         now = time.monotonic()
-        # long-lived requests (long polls, streams) count only as long as the bound
+        # a request whose end event was missed (the page went away) stops counting
         self._pending = {r for r in self._pending if not _finished(r)}
-        network = 0.0 if self._pending else now - max(self._network_quiet_since, started)
+        network = 0.0 if self._pending else now - self._network_quiet_since
         frames = min((self._frame_quiet_s(f) for f in page.frames), default=float("inf"))
         return min(network, frames)
 
@@ -460,7 +468,7 @@ class BrowserComputer(Computer):
                     page.wait_for_load_state("domcontentloaded", timeout=left * 1000)
             while True:
                 page = self.page  # a new tab or a closed one changes the active page
-                quiet = self._quiet_s(page, started)
+                quiet = self._quiet_s(page)
                 left = deadline - time.monotonic()
                 if quiet >= self.settle_quiet or left <= 0:
                     break

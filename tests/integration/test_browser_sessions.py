@@ -133,5 +133,5 @@ def test_session_options_that_do_not_combine(tmp_path: Path) -> None:
 def test_attach_to_nothing_is_a_clear_error() -> None:
     skip_without_browser()
     computer = BrowserComputer(cdp_url="http://127.0.0.1:9", navigation_timeout=5)
-    with pytest.raises(ConfigurationError, match="attach to the browser at http://127.0.0.1:9"):
+    with pytest.raises(ConfigurationError, match=r"attach to the browser at http://127\.0\.0\.1:9"):
         computer.launch()

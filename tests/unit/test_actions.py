@@ -419,3 +419,39 @@ def test_modifiers_aliases_and_description() -> None:
     assert click.describe() == "ctrl+shift+meta+click at (1, 2)"
     with pytest.raises(ActionValidationError, match="modifiers"):
         parse_action("click", {"x": 1, "y": 2, "modifiers": ["hyper"]})
+
+
+def test_execute_without_a_located_point_fails_cleanly() -> None:
+    from internvl_agent.actions import execute
+    from tests.unit.test_agent import FakeComputer
+
+    computer = FakeComputer()
+    for action in (
+        Click(element="the OK button"),
+        Hover(element="the menu"),
+        SelectOption(option="Red", element="the list"),
+        UploadFile(path="a.txt", element="the upload button"),
+        Drag(from_element="a", to_element="b"),
+    ):
+        outcome = execute(computer, action)
+        assert not outcome.ok and "needs a target point" in outcome.message
+    assert computer.done == []
+    hovered = execute(computer, Hover(x=1, y=2), point=(1, 2))
+    assert not hovered.ok and "hover is not available on a computer" in hovered.message
+
+
+def test_cli_output_schema_file(tmp_path: Any) -> None:
+    from internvl_agent.cli import load_output_schema
+
+    good = tmp_path / "s.json"
+    good.write_text('{"type": "object", "properties": {"n": {"type": "integer"}}}')
+    assert load_output_schema(good) == {"type": "object", "properties": {"n": {"type": "integer"}}}
+    assert load_output_schema(None) is None
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ConfigurationError, match="is not JSON"):
+        load_output_schema(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(ConfigurationError, match="must hold a JSON object"):
+        load_output_schema(tmp_path / "list.json")
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        load_output_schema(tmp_path / "missing.json")
