@@ -40,20 +40,6 @@ def allowed_upload(path: str, folders: Sequence[Path]) -> Path:
     )
 
 
-def upload_listing(folders: Sequence[Path], limit: int = 20) -> list[str]:
-    """Up to `limit` file names (relative to their folder) the model may upload."""
-    names: list[str] = []
-    for folder in folders:
-        root = folder.resolve()
-        for item in sorted(root.rglob("*")):
-            if len(names) >= limit:
-                return names
-            real = item.resolve()
-            if real.is_file() and real.is_relative_to(root):
-                names.append(str(item.relative_to(root)))
-    return names
-
-
 def unique_path(path: Path) -> Path:
     """`path`, or `name (2).ext`, `name (3).ext`... when it exists already."""
     if not path.exists():
