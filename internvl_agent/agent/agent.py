@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
+from pydantic import BaseModel
 
 from internvl_agent.actions import (
     ACTION_MODELS,
@@ -60,6 +61,7 @@ from internvl_agent.actions import (
     TargetedAction,
     TypeText,
     action_tools,
+    done_with_output,
     execute,
     read_reply,
 )
@@ -146,6 +148,7 @@ class AgentResult:
     record_path: Path | None = None
     error: str | None = None
     history: list[HistoryEntry] = field(default_factory=list)
+    output: Any = None  # with output_schema: the validated result (model instance or JSON value)
 
     @property
     def success(self) -> bool:
@@ -209,6 +212,7 @@ class _Run:
     invalid_streak: int = 0  # replies in a row without a usable tool call
     fail_signature: str | None = None  # the last failing action...
     fail_count: int = 0  # ...and how many times in a row it failed
+    output: Any = None  # done's validated output (with output_schema)
 
 
 @dataclass
@@ -282,6 +286,10 @@ class GUIAgent:
         document (page, frame, form submission, popup, redirect) outside them; True also
         blocks every other request (images, fetch/XHR, beacons) to foreign hosts, which
         could carry typed secrets out. Default: True when sensitive_data is given.
+    output_schema: a pydantic model class or a JSON schema (dict): `done` then carries the
+        result in that schema (constrained decoding with ChatInternVL follows it), an invalid
+        one is fed back like any invalid call, and `AgentResult.output` is the validated
+        object (a model instance, or the JSON value for a dict schema).
     """
 
     def __init__(
@@ -309,6 +317,7 @@ class GUIAgent:
         on_step: Callable[[StepRecord], None] | None = None,
         executor: Executor | None = None,
         block_foreign_requests: bool | None = None,
+        output_schema: type[BaseModel] | Mapping[str, Any] | None = None,
     ) -> None:
         for name, value, low in (
             ("max_steps", max_steps, 1),
@@ -362,8 +371,13 @@ class GUIAgent:
                 f"actions must name known tools and include 'done'; unknown: {unknown}, "
                 f"valid: {', '.join(ACTION_MODELS)}"
             )
+        self.output_schema = output_schema
+        self.action_models: dict[str, type[Action]] = dict(ACTION_MODELS)
+        if output_schema is not None:
+            self.action_models["done"] = done_with_output(output_schema)
         call_options = {"max_tiles": max_tiles} if max_tiles is not None else {}
-        self.bound_model = bind_action_tools(model, action_tools(self.tool_names), **call_options)
+        tools = action_tools(self.tool_names, models=self.action_models)
+        self.bound_model = bind_action_tools(model, tools, **call_options)
         self.grounder: Runnable = grounder if grounder is not None else model
         self.grounding_kwargs: dict[str, Any] = dict(call_options)
         if grounding_max_tiles is not None:
@@ -473,6 +487,7 @@ class GUIAgent:
             lambda: RunRecorder(self.record_dir, task=self.redact(task), meta=meta)
         )
         run = _Run(task, recorder, History(self.screenshots_in_history))
+        self.computer.use_download_dir(recorder.path / "downloads")
         logger.info("run %s started: %s", recorder.run_id, self.redact(task))
         try:
             opened = (yield from self._open_start(run, start_url)) if start_url else None
@@ -495,7 +510,23 @@ class GUIAgent:
             record_path=recorder.path,
             error=None if error is None else self.redact(error),
             history=list(run.history.entries),
+            output=self._clean_output(run.output) if status == "done" else None,
         )
+
+    def _clean_output(self, output: Any) -> Any:
+        """The output with secret values redacted (re-validated when that changed it)."""
+        if output is None or not self.secrets:
+            return output
+        dumped = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+        clean = redact_value(dumped, self.redact)
+        if clean == dumped:
+            return output
+        if isinstance(output, BaseModel):
+            try:
+                return type(output).model_validate(clean)
+            except Exception:
+                return clean
+        return clean
 
     def _open_start(self, run: _Run, url: str) -> Steps:
         """Open start_url before the first step; the outcome goes into the history. A start
@@ -612,6 +643,7 @@ class GUIAgent:
         )
         if isinstance(action, Done):
             logger.info("step %d: %s", index, self.redact(action.describe()))
+            run.output = getattr(action, "output", None)
             return ("done" if action.success else "failed", action.answer, None)
         if isinstance(action, AskUser):
             outcome = yield from ask_human(self.ask_user, action.question, self.callback_timeout)
@@ -702,7 +734,7 @@ class GUIAgent:
                 raise _EndRun(
                     "error", f"the model call failed: {type(exc).__name__}: {exc}"
                 ) from exc
-        reply: ModelReply = read_reply(response, self.tool_names)
+        reply: ModelReply = read_reply(response, self.tool_names, self.action_models)
         record.raw_model_output = reply.raw
         if reply.tool_name is not None:
             args = json_safe(reply.tool_args or {})  # Python-built replies: any keys, any ints
