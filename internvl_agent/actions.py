@@ -18,17 +18,20 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from annotated_types import Interval
 from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
+    WithJsonSchema,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -38,7 +41,7 @@ from internvl_agent.coordinates import Point
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.grounding import reply_text
 from internvl_agent.records import dumps, safe_str, truncate
-from internvl_agent.urls import normalize_url, parse_web_url
+from internvl_agent.urls import normalize_url
 
 __all__ = [
     "ACTION_MODELS",
@@ -52,12 +55,15 @@ __all__ = [
     "Done",
     "Drag",
     "GoBack",
+    "Hover",
     "ModelReply",
     "Navigate",
     "PressKey",
     "Scroll",
+    "SelectOption",
     "TargetedAction",
     "TypeText",
+    "UploadFile",
     "Wait",
     "action_tools",
     "execute",
@@ -102,6 +108,19 @@ def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
+MODIFIERS = ("ctrl", "shift", "alt", "meta")
+_MODIFIER_ALIASES = {"control": "ctrl", "cmd": "meta", "command": "meta", "win": "meta"}
+
+
+def _modifier(value: Any) -> Any:
+    """ "Ctrl " -> "ctrl", "control" -> "ctrl", "cmd" -> "meta"."""
+    value = _lower(value)
+    return _MODIFIER_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+Modifier = Annotated[Literal["ctrl", "shift", "alt", "meta"], BeforeValidator(_modifier)]
+
+
 def _join_keys(value: Any) -> Any:
     """Accept ["ctrl", "a"] for "ctrl+a"."""
     if isinstance(value, (list, tuple)) and all(isinstance(k, str) for k in value):
@@ -112,7 +131,38 @@ def _join_keys(value: Any) -> Any:
 # Constraints before the BeforeValidator: it runs first, and the JSON schema keeps
 # minimum/maximum (pydantic writes raw "ge"/"le" when a validator precedes them).
 Coord = Annotated[int, Interval(ge=0, le=1000), BeforeValidator(_round_number)]
-NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+# What a grammar lets a model write must validate, so every check is also in the JSON schema,
+# written with features every constrained decoder has (pattern, minLength, enum, minimum,
+# maximum, anyOf, required). Patterns are anchored at both ends (xgrammar matches a pattern
+# against the whole string, llguidance and JSON Schema search it) and name the characters
+# Python's str.strip() removes, so the schema and the Python check agree to the character.
+BLANK_CLASS = (
+    "\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+"""A regex class of exactly the characters for which str.isspace() is true."""
+NON_BLANK_PATTERN = f"^[{BLANK_CLASS}]*[^{BLANK_CLASS}][\\s\\S]*$"
+"""A string with at least one character that str.strip() keeps."""
+URL_PATTERN = "^[!-Z\\\\^-~]+$"
+"""Printable ASCII without spaces or square brackets: what urlsplit always parses (a URL with
+other characters is percent-encoded; IPv6 hosts are not written in brackets by the model)."""
+
+
+def _strip_non_blank(value: str) -> str:
+    """Strip surrounding whitespace; the rest must not be empty (NON_BLANK_PATTERN)."""
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("must contain a character that is not whitespace")
+    return stripped
+
+
+NonEmpty = Annotated[
+    str,
+    AfterValidator(_strip_non_blank),
+    WithJsonSchema({"type": "string", "minLength": 1, "pattern": NON_BLANK_PATTERN}),
+]
+"""A string with a non-whitespace character, stripped: the schema says exactly that."""
 
 _COORDS = "integer 0..1000 of the latest screenshot's"
 _ELEMENT_HINT = (
@@ -163,6 +213,61 @@ def _where(point: tuple[int, int] | None, element: str | None) -> str:
     return f"at {target}" if point is not None else f"on {target}"
 
 
+def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A nullable property's schema without its null branch (and without documentation)."""
+    options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
+    plain = options[0] if len(options) == 1 else {"anyOf": options}
+    return {k: v for k, v in plain.items() if k not in ("title", "description", "default")}
+
+
+def _bare(prop: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in prop.items() if k not in ("title", "description", "default")}
+
+
+def target_alternatives(
+    schema: dict[str, Any], targets: Iterable[tuple[str, str, str, bool]]
+) -> None:
+    """Add to an object `schema` the "point or element" rule as an ``anyOf`` of whole objects.
+
+    `targets` are (x field, y field, element field, required). Each target is either a point
+    (both coordinates, as integers; the element may be given too) or no point (the element
+    required when the target is). A decoder that reads only the branches (xgrammar) and one
+    that intersects them with the properties beside them (llguidance) accept the same
+    objects: the ones the model validators accept.
+    """
+    props: dict[str, Any] = schema.get("properties", {})
+    required = list(schema.get("required", []))
+    branches: list[tuple[dict[str, Any], list[str]]] = [
+        ({name: _bare(p) for name, p in props.items()}, list(required))
+    ]
+    for x, y, element, needed in targets:
+        grown = []
+        for branch_props, branch_required in branches:
+            point = dict(branch_props)
+            point[x], point[y] = _non_null(props[x]), _non_null(props[y])
+            grown.append((point, [*branch_required, x, y]))
+            other = {k: v for k, v in branch_props.items() if k not in (x, y)}
+            if needed:
+                other[element] = _non_null(props[element])
+            grown.append((other, [*branch_required, element] if needed else branch_required))
+        branches = grown
+    schema["anyOf"] = [
+        {
+            "type": "object",
+            "properties": branch_props,
+            **({"required": branch_required} if branch_required else {}),
+            "additionalProperties": False,
+        }
+        for branch_props, branch_required in branches
+    ]
+
+
+def _targeted_schema(schema: dict[str, Any], cls: type) -> None:
+    required = bool(getattr(cls, "target_required", False))
+    if "x" in schema.get("properties", {}):
+        target_alternatives(schema, [("x", "y", "element", required)])
+
+
 # --- actions -----------------------------------------------------------------------------
 
 
@@ -180,6 +285,7 @@ class Action(BaseModel):
 class TargetedAction(Action):
     """An action aimed at a point (x, y) or at an element description."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_targeted_schema)
     target_required: ClassVar[bool] = False
     if TYPE_CHECKING:  # declared by each subclass, in the order its schema shows them
         x: int | None
@@ -216,11 +322,64 @@ class Click(TargetedAction):
     clicks: Annotated[int, BeforeValidator(_round_number)] = Field(
         1, ge=1, le=3, description="1 for a click, 2 for a double-click, 3 for a triple-click."
     )
+    modifiers: list[Modifier] = Field(
+        default_factory=list,
+        max_length=len(MODIFIERS),
+        description="Keys held during the click, e.g. ['ctrl'] to add an item to a selection "
+        "or open a link in a new tab, ['shift'] to select a range.",
+    )
 
     def describe(self) -> str:
         kind = {1: "click", 2: "double-click", 3: "triple-click"}[self.clicks]
         button = "" if self.button == "left" else f"{self.button} "
-        return f"{button}{kind} {_where(self.point, self.element)}"
+        held = "+".join(dict.fromkeys(self.modifiers))
+        return f"{held + '+' if held else ''}{button}{kind} {_where(self.point, self.element)}"
+
+
+class Hover(TargetedAction):
+    """Move the mouse over a point or an element without clicking: opens hover menus and
+    shows tooltips. Give x and y, or element."""
+
+    tool_name: ClassVar[str] = "hover"
+    target_required: ClassVar[bool] = True
+    x: Coord | None = _x("the point to move the mouse to")
+    y: Coord | None = _y("the point to move the mouse to")
+    element: NonEmpty | None = _element("What to hover")
+
+    def describe(self) -> str:
+        return f"hover {_where(self.point, self.element)}"
+
+
+class SelectOption(TargetedAction):
+    """Choose an option of a drop-down list (a <select>) by its visible text, without opening
+    it. Target the drop-down with x and y, or element."""
+
+    tool_name: ClassVar[str] = "select_option"
+    target_required: ClassVar[bool] = True
+    option: NonEmpty = Field(description="The option's text exactly as the list shows it.")
+    x: Coord | None = _x("the drop-down list")
+    y: Coord | None = _y("the drop-down list")
+    element: NonEmpty | None = _element("The drop-down list")
+
+    def describe(self) -> str:
+        return f"select {self.option!r} {_where(self.point, self.element)}"
+
+
+class UploadFile(TargetedAction):
+    """Give a file to a file-upload field or button. Only files in the folders the user
+    allowed can be uploaded. Target the upload button or field with x and y, or element."""
+
+    tool_name: ClassVar[str] = "upload_file"
+    target_required: ClassVar[bool] = True
+    path: NonEmpty = Field(
+        description="The file: its name inside an allowed folder, or its full path there."
+    )
+    x: Coord | None = _x("the upload button or field")
+    y: Coord | None = _y("the upload button or field")
+    element: NonEmpty | None = _element("The upload button or field")
+
+    def describe(self) -> str:
+        return f"upload {self.path!r} {_where(self.point, self.element)}"
 
 
 class TypeText(TargetedAction):
@@ -279,6 +438,13 @@ class Drag(Action):
     """Press at a start point, move to an end point and release. Give each end as a point
     (x and y) or as an element description."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=lambda schema, cls: target_alternatives(
+            schema,
+            [("from_x", "from_y", "from_element", True), ("to_x", "to_y", "to_element", True)],
+        ),
+    )
     tool_name: ClassVar[str] = "drag"
     from_x: Coord | None = _x("the start point")
     from_y: Coord | None = _y("the start point")
@@ -317,17 +483,31 @@ class Navigate(Action):
     """Open a URL in the browser."""
 
     tool_name: ClassVar[str] = "navigate"
-    url: NonEmpty = Field(description="Full URL to open, e.g. 'https://example.com/search?q=x'.")
+    url: Annotated[
+        str,
+        AfterValidator(_strip_non_blank),
+        WithJsonSchema({"type": "string", "minLength": 1, "pattern": URL_PATTERN}),
+    ] = Field(
+        description="Full URL to open, e.g. 'https://example.com/search?q=x' (percent-encode "
+        "spaces and other non-ASCII characters)."
+    )
 
     @field_validator("url")
     @classmethod
     def _add_scheme(cls, url: str) -> str:
-        """'example.com' -> 'https://example.com', 'localhost:3000' -> 'http://...'."""
+        """'example.com' -> 'https://example.com', 'localhost:3000' -> 'http://...'.
+
+        Whatever URL_PATTERN admits validates (a bad port is the browser's to report); only
+        URLs a constrained model cannot write are refused here (spaces, unbalanced brackets).
+        """
         if any(c.isspace() for c in url):
             raise ValueError("a URL cannot contain spaces; percent-encode them as %20")
-        url = normalize_url(url)
-        if parse_web_url(url) is None:  # as the browser reads it
-            raise ValueError("not a valid URL; write e.g. 'https://example.com/x'")
+        try:
+            url = normalize_url(url)
+            urlsplit(url)
+        except ValueError as exc:
+            example = "'https://example.com/x'"
+            raise ValueError(f"not a valid URL ({exc}); write e.g. {example}") from None
         return url
 
     def describe(self) -> str:
@@ -368,6 +548,111 @@ class Done(Action):
         return f"done ({status}): {self.answer}"
 
 
+def _json_schema_checker(schema: Mapping[str, Any]) -> Any:
+    """A validator function for values of a JSON schema (jsonschema); checks the schema."""
+    try:
+        import jsonschema
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise ConfigurationError(
+            "a JSON-schema output needs jsonschema: pip install jsonschema"
+        ) from exc
+    cls = jsonschema.validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ConfigurationError(
+            f"the output schema is not a valid JSON schema: {exc.message}"
+        ) from exc
+    checker = cls(schema)
+
+    def check(value: Any) -> Any:
+        errors = sorted(checker.iter_errors(value), key=lambda e: list(e.absolute_path))
+        if errors:
+            where = lambda e: "/".join(map(str, e.absolute_path)) or "the output"  # noqa: E731
+            raise ValueError("; ".join(f"{where(e)}: {e.message}" for e in errors[:5]))
+        return value
+
+    return check
+
+
+def done_with_output(output_schema: type[BaseModel] | Mapping[str, Any]) -> type[Done]:
+    """A `done` whose call carries the run's typed result in `output`.
+
+    `output_schema` is a pydantic model (the output is an instance of it) or a JSON schema
+    (the output is the JSON value, checked with jsonschema). With success=true the output is
+    required; with success=false it is left out. The JSON schema says the same (an anyOf of
+    the two cases), so a constrained decoder produces only calls that validate.
+    """
+    defs: dict[str, Any] = {}
+    output_type: Any
+    if isinstance(output_schema, type) and issubclass(output_schema, BaseModel):
+        output_type = output_schema
+    elif isinstance(output_schema, Mapping):
+        raw = dict(output_schema)
+        for key in ("$defs", "definitions"):
+            if isinstance(raw.get(key), Mapping):
+                defs[key] = dict(raw[key])
+        body = {k: v for k, v in raw.items() if k not in ("$defs", "definitions", "$schema")}
+        output_type = Annotated[
+            Any, AfterValidator(_json_schema_checker(raw)), WithJsonSchema(body)
+        ]
+    else:
+        raise ConfigurationError(
+            "output_schema must be a pydantic model class or a JSON schema (a dict), got "
+            f"{output_schema!r}"
+        )
+
+    def schema_extra(schema: dict[str, Any], cls: type) -> None:
+        for key, value in defs.items():
+            schema.setdefault(key, {}).update(value)
+        props = schema["properties"]
+        base = {k: _bare(v) for k, v in props.items() if k not in ("output", "success")}
+        schema["anyOf"] = [
+            {
+                "type": "object",
+                "properties": {
+                    **base,
+                    "success": {"type": "boolean", "enum": [True]},
+                    "output": _non_null(props["output"]),
+                },
+                "required": ["output"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {**base, "success": {"type": "boolean", "enum": [False]}},
+                "required": ["success"],
+                "additionalProperties": False,
+            },
+        ]
+
+    def check_output(self: Done) -> Done:
+        output = getattr(self, "output", None)
+        if self.success and output is None:
+            raise ValueError("done with success=true needs `output` (the result, as its schema)")
+        if not self.success and output is not None:
+            raise ValueError("done with success=false takes no `output`; say why in `answer`")
+        return self
+
+    model = create_model(
+        "DoneWithOutput",
+        __base__=Done,
+        __doc__=(
+            "Finish the task. On success give the result in `output`, in the schema given; "
+            "when the task cannot be completed set success to false and say why in `answer`."
+        ),
+        __validators__={"_check_output": model_validator(mode="after")(check_output)},  # type: ignore[dict-item]
+        answer=(
+            str,
+            Field("", description="A short note for the user, or why the task could not be done."),
+        ),
+        output=(output_type | None, Field(None, description="The task's result, in its schema.")),
+    )
+    model.model_config["json_schema_extra"] = schema_extra
+    model.model_rebuild(force=True)
+    return model
+
+
 class AskUser(Action):
     """Ask the user a question and wait for the reply (missing information, a confirmation)."""
 
@@ -380,13 +665,29 @@ class AskUser(Action):
 
 ACTION_MODELS: dict[str, type[Action]] = {
     model.tool_name: model
-    for model in (Click, TypeText, PressKey, Scroll, Drag, Navigate, GoBack, Wait, Done, AskUser)
+    for model in (
+        Click,
+        TypeText,
+        PressKey,
+        Scroll,
+        Drag,
+        Navigate,
+        GoBack,
+        Wait,
+        Done,
+        AskUser,
+        Hover,
+        SelectOption,
+        UploadFile,
+    )
 }
 """Tool name -> action model."""
 
 BROWSER_ACTIONS: tuple[str, ...] = tuple(ACTION_MODELS)
 DESKTOP_ACTIONS: tuple[str, ...] = tuple(
-    name for name in ACTION_MODELS if name not in ("navigate", "go_back")
+    name
+    for name in ACTION_MODELS
+    if name not in ("navigate", "go_back", "select_option", "upload_file")
 )
 
 
@@ -452,24 +753,33 @@ def _coerce_args(name: str, args: Any) -> dict[str, Any]:
     return dict(args)
 
 
-def _resolve_model(name: str, allowed: Iterable[str] | None) -> type[Action]:
-    valid = list(ACTION_MODELS) if allowed is None else [_normalize_name(n) for n in allowed]
+def _resolve_model(
+    name: str, allowed: Iterable[str] | None, models: Mapping[str, type[Action]]
+) -> type[Action]:
+    valid = list(models) if allowed is None else [_normalize_name(n) for n in allowed]
     key = _normalize_name(name) if isinstance(name, str) else ""
-    if key not in valid or key not in ACTION_MODELS:
-        reason = "is not available here" if key in ACTION_MODELS else "does not exist"
+    if key not in valid or key not in models:
+        reason = "is not available here" if key in models else "does not exist"
         raise ActionValidationError(
             str(name), [f"tool `{name}` {reason}"], f"Valid tools: {', '.join(valid)}."
         )
-    return ACTION_MODELS[key]
+    return models[key]
 
 
-def parse_action(name: str, args: Any, *, allowed: Iterable[str] | None = None) -> Action:
+def parse_action(
+    name: str,
+    args: Any,
+    *,
+    allowed: Iterable[str] | None = None,
+    models: Mapping[str, type[Action]] | None = None,
+) -> Action:
     """Validate one tool call into its action model.
 
-    `allowed` limits the valid tool names (e.g. DESKTOP_ACTIONS). Raises ActionValidationError
-    with a message meant to be shown to the model.
+    `allowed` limits the valid tool names (e.g. DESKTOP_ACTIONS); `models` replaces
+    ACTION_MODELS (e.g. `done` with an output schema). Raises ActionValidationError with a
+    message meant to be shown to the model.
     """
-    model = _resolve_model(name, allowed)
+    model = _resolve_model(name, allowed, ACTION_MODELS if models is None else models)
     arguments = _coerce_args(model.tool_name, args)
     try:
         return model.model_validate(arguments)
@@ -480,26 +790,39 @@ def parse_action(name: str, args: Any, *, allowed: Iterable[str] | None = None) 
 # --- LangChain tools ---------------------------------------------------------------------
 
 
-def _check_names(names: Iterable[str]) -> list[str]:
+def _check_names(names: Iterable[str], models: Mapping[str, type[Action]]) -> list[str]:
     names = list(names)
-    unknown = [n for n in names if n not in ACTION_MODELS]
+    unknown = [n for n in names if n not in models]
     if unknown:
         raise ConfigurationError(
-            f"unknown action names {unknown}; valid names: {', '.join(ACTION_MODELS)}"
+            f"unknown action names {unknown}; valid names: {', '.join(models)}"
         )
     return names
 
 
-def _make_tool(name: str) -> StructuredTool:
-    model = ACTION_MODELS[name]
+class ActionTool(StructuredTool):
+    """A StructuredTool whose tool-call schema is the action model itself.
+
+    StructuredTool would describe a copy of the model's fields, losing the model-level schema
+    (the "point or element" alternatives, additionalProperties: false) that constrained
+    decoding needs to produce only calls that validate.
+    """
+
+    @property
+    def tool_call_schema(self) -> Any:
+        return self.args_schema
+
+
+def _make_tool(name: str, models: Mapping[str, type[Action]]) -> StructuredTool:
+    model = models[name]
 
     def request(**kwargs: Any) -> str:
-        return f"requested: {parse_action(name, kwargs).describe()}"
+        return f"requested: {parse_action(name, kwargs, models=models).describe()}"
 
     def on_invalid(error: ValidationError) -> str:
         return str(_validation_error(model, error))
 
-    return StructuredTool.from_function(
+    return ActionTool.from_function(
         func=request,
         name=name,
         description=" ".join((model.__doc__ or name).split()),
@@ -508,14 +831,18 @@ def _make_tool(name: str) -> StructuredTool:
     )
 
 
-def action_tools(names: Iterable[str] = BROWSER_ACTIONS) -> list[BaseTool]:
-    """The actions as LangChain StructuredTools (args_schema = the action model).
+def action_tools(
+    names: Iterable[str] = BROWSER_ACTIONS, *, models: Mapping[str, type[Action]] | None = None
+) -> list[BaseTool]:
+    """The actions as LangChain StructuredTools (args_schema = the action model; `models`
+    replaces ACTION_MODELS, e.g. with `done_with_output(...)` as "done").
 
     The GUIAgent executes actions itself and never calls these functions. Called outside it,
     a tool only returns a line describing the requested action ("requested: click at (500,
     300)"); wrap or replace the function to act on a real screen.
     """
-    return [_make_tool(name) for name in _check_names(names)]
+    models = ACTION_MODELS if models is None else models
+    return [_make_tool(name, models) for name in _check_names(names, models)]
 
 
 # --- reading a model reply ---------------------------------------------------------------
@@ -551,14 +878,16 @@ def _raw(text: str, calls: list[dict], invalid: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def read_reply(message: Any, allowed: Iterable[str]) -> ModelReply:
+def read_reply(
+    message: Any, allowed: Iterable[str], models: Mapping[str, type[Action]] | None = None
+) -> ModelReply:
     """The first tool call of `message` validated into an Action, or the reason it can't be.
 
     Never raises on the model's output: every problem becomes `ModelReply.error`, a message
     written to be shown to the model on its next try.
     """
     try:
-        return _read(message, list(allowed))
+        return _read(message, list(allowed), models)
     except Exception as exc:  # a reply shape nobody foresaw must not end the run
         return ModelReply(
             raw=truncate(safe_str(message), 2000),
@@ -567,7 +896,9 @@ def read_reply(message: Any, allowed: Iterable[str]) -> ModelReply:
         )
 
 
-def _read(message: Any, allowed: list[str]) -> ModelReply:
+def _read(
+    message: Any, allowed: list[str], models: Mapping[str, type[Action]] | None = None
+) -> ModelReply:
     text = reply_text(message).strip()
     is_ai = isinstance(message, AIMessage)
     calls = list(getattr(message, "tool_calls", None) or []) if is_ai else []
@@ -580,7 +911,7 @@ def _read(message: Any, allowed: list[str]) -> ModelReply:
         reply.tool_args = dict(args) if isinstance(args, dict) else {"_raw": args}
         reply.extra_calls = len(calls) - 1
         try:
-            reply.action = parse_action(reply.tool_name, args, allowed=allowed)
+            reply.action = parse_action(reply.tool_name, args, allowed=allowed, models=models)
         except ActionValidationError as exc:
             reply.error = str(exc)
         return reply
@@ -607,7 +938,7 @@ def _read(message: Any, allowed: list[str]) -> ModelReply:
 
 # --- execution ---------------------------------------------------------------------------
 
-POINTER_ACTIONS = (Click, Scroll, Drag)
+POINTER_ACTIONS = (Click, Scroll, Drag, Hover)
 """Actions whose successful outcome message only repeats the pixel point."""
 
 
@@ -634,8 +965,26 @@ def execute(
     the computer propagate; the GUIAgent turns them into failed outcomes.
     """
     if isinstance(action, Click):
-        assert point is not None
+        if point is None:
+            return _no_point(action)
+        if action.modifiers:  # only then: a Computer written before modifiers still clicks
+            held = tuple(dict.fromkeys(action.modifiers))
+            return computer.click(
+                *point, button=action.button, clicks=action.clicks, modifiers=held
+            )
         return computer.click(*point, button=action.button, clicks=action.clicks)
+    if isinstance(action, Hover):
+        if point is None:
+            return _no_point(action)
+        return computer.hover(*point)
+    if isinstance(action, SelectOption):
+        if point is None:
+            return _no_point(action)
+        return computer.select_option(*point, action.option)
+    if isinstance(action, UploadFile):
+        if point is None:
+            return _no_point(action)
+        return computer.upload_file(*point, action.path)
     if isinstance(action, TypeText):
         return _type(
             computer, action, point, action.text if text is None else text, check_focus, secret
@@ -646,7 +995,8 @@ def execute(
         x, y = point if point is not None else (None, None)
         return computer.scroll(action.direction, action.amount, x, y)
     if isinstance(action, Drag):
-        assert point is not None and end is not None
+        if point is None or end is None:
+            return _no_point(action)
         return computer.drag(*point, *end)
     if isinstance(action, Navigate):
         return computer.navigate(action.url)
@@ -655,6 +1005,14 @@ def execute(
     if isinstance(action, Wait):
         return computer.wait(action.seconds)
     return ActionOutcome(False, f"{action.tool_name} cannot be executed on the computer")
+
+
+def _no_point(action: Action) -> ActionOutcome:
+    """The outcome of a targeted action run without its point (its element not located)."""
+    return ActionOutcome(
+        False,
+        f"{action.tool_name} needs a target point: its element was not located; nothing was done",
+    )
 
 
 def _type(

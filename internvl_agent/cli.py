@@ -162,6 +162,12 @@ class RunOptions:
     desktop: bool = False  # the whole desktop instead of a browser
     monitor: str = "1"  # desktop: 1-based monitor number, "primary" or "all"
     scale_factor: float | None = None  # desktop: override the detected HiDPI factor
+    output_schema: dict[str, Any] | None = None  # JSON schema of done's output
+    upload_dirs: Sequence[Path] = ()  # folders upload_file may take files from
+    cdp_url: str | None = None  # attach to a running Chrome instead of launching one
+    user_data_dir: Path | None = None  # persistent browser profile
+    storage_state: Path | None = None  # saved cookies/localStorage to load
+    save_storage_state: Path | None = None  # where to save them at the end
 
 
 def print_step(step: StepRecord) -> None:
@@ -217,7 +223,26 @@ def build_computer(options: RunOptions) -> Computer:
         viewport=options.viewport,
         device_scale_factor=options.device_scale_factor,
         browser_path=options.browser_path,
+        upload_dirs=options.upload_dirs,
+        cdp_url=options.cdp_url,
+        user_data_dir=options.user_data_dir,
+        storage_state=options.storage_state,
     )
+
+
+def load_output_schema(path: Path | None) -> dict[str, Any] | None:
+    """The JSON schema in `path` (for --output-schema), or a ConfigurationError saying why not."""
+    if path is None:
+        return None
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"--output-schema: cannot read {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"--output-schema: {path} is not JSON ({exc})") from exc
+    if not isinstance(schema, dict):
+        raise ConfigurationError(f"--output-schema: {path} must hold a JSON object (a schema)")
+    return schema
 
 
 def run_agent(options: RunOptions) -> AgentResult:
@@ -243,13 +268,19 @@ def run_agent(options: RunOptions) -> AgentResult:
             ask_user=terminal_ask if sys.stdin.isatty() else None,
             record_dir=options.record_dir,
             on_step=print_step,
+            output_schema=options.output_schema,
         )
         console.print(f"[bold]task:[/] {escape(options.task)}")
         result = agent.run(options.task, start_url=options.url)
+        if options.save_storage_state is not None and hasattr(computer, "save_storage_state"):
+            computer.save_storage_state(options.save_storage_state)
+            console.print(f"storage state saved to {options.save_storage_state}")
     colour = "green" if result.status == "done" else "red"
     console.print(f"[bold {colour}]{result.status}[/] after {result.steps} step(s)")
     if result.answer:
         console.print(f"[bold]answer:[/] {escape(result.answer)}")
+    if result.output is not None:
+        console.print_json(json.dumps(result.output, ensure_ascii=False, default=str))
     if result.error:
         console.print(f"[bold red]error:[/] {escape(result.error)}")
     if result.record_path:
@@ -383,6 +414,27 @@ def run(
     scale_factor: Annotated[
         float | None, typer.Option(help="Desktop: HiDPI scale factor (default: detected).")
     ] = None,
+    output_schema: Annotated[
+        Path | None,
+        typer.Option(help="JSON schema file: done returns its result in this schema."),
+    ] = None,
+    upload_dir: Annotated[
+        list[Path] | None,
+        typer.Option(help="A folder upload_file may take files from (repeatable)."),
+    ] = None,
+    cdp_url: Annotated[
+        str | None,
+        typer.Option(help="Attach to a running Chrome (http://127.0.0.1:9222) instead."),
+    ] = None,
+    user_data_dir: Annotated[
+        Path | None, typer.Option(help="Persistent browser profile folder (kept between runs).")
+    ] = None,
+    storage_state: Annotated[
+        Path | None, typer.Option(help="Load cookies and localStorage saved in this file.")
+    ] = None,
+    save_storage_state: Annotated[
+        Path | None, typer.Option(help="Save cookies and localStorage here when the run ends.")
+    ] = None,
 ) -> None:
     """Run the GUI agent on a task in a browser (or, with --desktop, on the desktop).
     Exit status: 0 done, 1 failed, 3 max steps, 4 stopped, 5 error (2: bad options)."""
@@ -405,6 +457,12 @@ def run(
             desktop=desktop,
             monitor=monitor,
             scale_factor=scale_factor,
+            output_schema=load_output_schema(output_schema),
+            upload_dirs=tuple(upload_dir or ()),
+            cdp_url=cdp_url,
+            user_data_dir=user_data_dir,
+            storage_state=storage_state,
+            save_storage_state=save_storage_state,
         )
         result = run_agent(options)
     except InternVLAgentError as exc:

@@ -74,6 +74,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, Overwrite, interrupt
 from PIL import Image
+from pydantic import BaseModel
 
 from internvl_agent.actions import (
     ACTION_MODELS,
@@ -91,6 +92,7 @@ from internvl_agent.actions import (
     TargetedAction,
     TypeText,
     action_tools,
+    done_with_output,
     execute,
     parse_action,
     read_reply,
@@ -214,6 +216,7 @@ class AgentResult:
     record_path: Path | None = None
     error: str | None = None
     history: list[HistoryEntry] = field(default_factory=list)
+    output: Any = None  # with output_schema: the validated result (model instance or JSON value)
 
     @property
     def success(self) -> bool:
@@ -234,6 +237,7 @@ class AgentResult:
             record_path=None if path is None else Path(path),
             error=result.get("error"),
             history=[HistoryEntry(**entry) for entry in state.get("history", [])],
+            output=result.get("output"),
         )
 
 
@@ -336,6 +340,7 @@ class _Run:
     invalid_streak: int = 0  # replies in a row without a usable tool call
     fail_signature: str | None = None  # the last failing action...
     fail_count: int = 0  # ...and how many times in a row it failed
+    output: Any = None  # done's output as JSON, redacted (with output_schema)
 
     @property
     def recorder(self) -> RunRecorder:
@@ -456,6 +461,10 @@ class GUIAgent:
         document (page, frame, form submission, popup, redirect) outside them; True also
         blocks every other request (images, fetch/XHR, beacons) to foreign hosts, which
         could carry typed secrets out. Default: True when sensitive_data is given.
+    output_schema: a pydantic model class or a JSON schema (dict): `done` then carries the
+        result in that schema (constrained decoding with ChatInternVL follows it), an invalid
+        one is fed back like any invalid call, and `AgentResult.output` is the validated
+        object (a model instance, or the JSON value for a dict schema).
     """
 
     def __init__(
@@ -485,6 +494,7 @@ class GUIAgent:
         block_foreign_requests: bool | None = None,
         approve_every_action: bool = False,
         approval_image: Literal["path", "data_url"] = "path",
+        output_schema: type[BaseModel] | Mapping[str, Any] | None = None,
     ) -> None:
         for name, value, low in (
             ("max_steps", max_steps, 1),
@@ -540,8 +550,13 @@ class GUIAgent:
                 f"actions must name known tools and include 'done'; unknown: {unknown}, "
                 f"valid: {', '.join(ACTION_MODELS)}"
             )
+        self.output_schema = output_schema
+        self.action_models: dict[str, type[Action]] = dict(ACTION_MODELS)
+        if output_schema is not None:
+            self.action_models["done"] = done_with_output(output_schema)
         call_options = {"max_tiles": max_tiles} if max_tiles is not None else {}
-        self.bound_model = bind_action_tools(model, action_tools(self.tool_names), **call_options)
+        tools = action_tools(self.tool_names, models=self.action_models)
+        self.bound_model = bind_action_tools(model, tools, **call_options)
         self.grounder: Runnable = grounder if grounder is not None else model
         self.grounding_kwargs: dict[str, Any] = dict(call_options)
         if grounding_max_tiles is not None:
@@ -719,7 +734,7 @@ class GUIAgent:
                 for chunk in graph.stream(value, config, stream_mode="updates"):
                     pending += self._take_update(chunk)
                 if not pending:
-                    return AgentResult.from_state(graph.get_state(config).values)
+                    return self._result(graph.get_state(config).values)
                 value = Command(resume=drive_sync(self._answer(pending[0].value)))
         finally:
             saver.delete_thread(config["configurable"]["thread_id"])
@@ -739,12 +754,17 @@ class GUIAgent:
                     pending += self._take_update(chunk)
                 if not pending:
                     state = await graph.aget_state(config)
-                    return AgentResult.from_state(state.values)
+                    return self._result(state.values)
                 answer = await drive_async(self._answer(pending[0].value), self.computer_executor)
                 value = Command(resume=answer)
         finally:
             saver.delete_thread(config["configurable"]["thread_id"])
             self._busy.release()
+
+    def _result(self, state: Mapping[str, Any]) -> AgentResult:
+        result = AgentResult.from_state(state)
+        result.output = self._output_value(result.output)
+        return result
 
     def _begin(self, task: str, start_url: str | None) -> str:
         """Check the arguments and take the agent for one run; returns the task, stripped."""
@@ -835,6 +855,7 @@ class GUIAgent:
             invalid_streak=state.get("invalid_streak", 0),
             fail_signature=state.get("fail_signature"),
             fail_count=state.get("fail_count", 0),
+            output=state.get("output"),
         )
         if new_step:
             return run, _Step(StepRecord(index=run.steps + 1))
@@ -843,7 +864,7 @@ class GUIAgent:
         step.shot = self._shot(run, record.index)
         stored = state.get("action")
         if stored:
-            step.action = ACTION_MODELS[stored["name"]].model_validate(stored["args"])
+            step.action = self.action_models[stored["name"]].model_validate(stored["args"])
             step.edited = stored.get("edited")
         step.extra_calls = state.get("extra_calls", 0)
         targets = state.get("targets")
@@ -925,6 +946,7 @@ class GUIAgent:
             "invalid_streak": run.invalid_streak,
             "fail_signature": run.fail_signature,
             "fail_count": run.fail_count,
+            "output": run.output,
             "action": action,
             "extra_calls": step.extra_calls,
             "targets": json_safe(targets),
@@ -1013,6 +1035,7 @@ class GUIAgent:
         live = _Live(recorder)
         self._keep_live(str(recorder.path), live)
         run = _Run(task, live, History(self.screenshots_in_history))
+        yield Blocking(lambda: self.computer.use_download_dir(recorder.path / "downloads"))
         logger.info("run %s started: %s", recorder.run_id, self.redact(task))
         ending: Ending | None = None
         try:
@@ -1052,6 +1075,10 @@ class GUIAgent:
         )
         if isinstance(action, Done):
             logger.info("step %d: %s", index, self.redact(action.describe()))
+            output = getattr(action, "output", None)
+            if output is not None:
+                dumped = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+                run.output = redact_value(json_safe(dumped), self.redact)
             step.ending = ("done" if action.success else "failed", action.answer, None)
             return
         step.action, step.extra_calls = action, reply.extra_calls
@@ -1155,7 +1182,9 @@ class GUIAgent:
         if name in ("done", "ask_user"):
             return f"an edit must stay an action on the computer, not {name}"
         try:
-            return parse_action(name, answer.args or {}, allowed=self.tool_names)
+            return parse_action(
+                name, answer.args or {}, allowed=self.tool_names, models=self.action_models
+            )
         except ActionValidationError as exc:
             return f"the edited action is not valid: {exc}"
 
@@ -1200,7 +1229,7 @@ class GUIAgent:
             "screenshot": screenshot,
             "screenshot_size": list(shot.size) if shot is not None else None,
             "decisions": list(DECISIONS),
-            "args_schema": ACTION_MODELS[action.tool_name].model_json_schema(),
+            "args_schema": self.action_models[action.tool_name].model_json_schema(),
             "error": None,
             "action_requests": [
                 {"name": action.tool_name, "args": args, "description": description}
@@ -1341,11 +1370,23 @@ class GUIAgent:
                 "error": error,
                 "steps": run.steps,
                 "record_path": str(run.recorder.path),
+                "output": run.output if status == "done" else None,
             },
             "messages": [AIMessage(content=text, name="gui_agent")],
         }
 
     # ------------------------------------------------------------------ the phases
+
+    def _output_value(self, output: Any) -> Any:
+        """done's output from the state (JSON, secrets redacted) as the output_schema's model
+        instance; the JSON itself for a dict schema, or when redaction made it invalid."""
+        schema = self.output_schema
+        if output is None or not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            return output
+        try:
+            return schema.model_validate(output)
+        except Exception:
+            return output
 
     def _open_start(self, run: _Run, url: str) -> Steps:
         """Open start_url before the first step; the outcome goes into the history. A start
@@ -1462,6 +1503,8 @@ class GUIAgent:
         index = step.record.index
         if run.live.observed == index:
             return False
+        downloads = run.recorder.path / "downloads"
+        yield Blocking(lambda: self.computer.use_download_dir(downloads))
         url = step.record.url
         reopened = ""
         if url and self.domains.allows(url):
@@ -1527,7 +1570,7 @@ class GUIAgent:
                 raise _EndRun(
                     "error", f"the model call failed: {type(exc).__name__}: {exc}"
                 ) from exc
-        reply: ModelReply = read_reply(response, self.tool_names)
+        reply: ModelReply = read_reply(response, self.tool_names, self.action_models)
         record.raw_model_output = reply.raw
         if reply.tool_name is not None:
             args = json_safe(reply.tool_args or {})  # Python-built replies: any keys, any ints

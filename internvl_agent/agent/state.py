@@ -60,6 +60,7 @@ class AgentState(AgentInput, total=False):
     invalid_streak: int
     fail_signature: str | None
     fail_count: int
+    output: Any  # done's output with an output_schema (JSON, redacted)
     # the step in progress
     record: dict[str, Any] | None  # its StepRecord so far (the finished one after "record")
     action: dict[str, Any] | None  # the validated action to run: name, args
@@ -70,7 +71,7 @@ class AgentState(AgentInput, total=False):
     approved: str | None  # the action a person approved (its signature)
     # the end
     ending: dict[str, Any] | None  # status, answer, error: decided, not yet finished
-    result: dict[str, Any] | None  # status, answer, error, steps, record_path: finished
+    result: dict[str, Any] | None  # status, answer, error, steps, record_path, output: finished
 
 
 class ActionRequest(TypedDict):

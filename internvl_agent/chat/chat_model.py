@@ -81,6 +81,8 @@ _CALL_OPTIONS = {
     "tool_choice",
     "response_format",
     "timeout",
+    "logprobs",
+    "top_logprobs",
 }
 
 
@@ -145,6 +147,7 @@ class _PreparedCall:
                 "image_tokens": result.image_tokens,
                 "num_images": result.num_images,
                 "timings": result.timings,
+                **_logprobs_metadata(result.logprobs),
             },
         )
 
@@ -413,6 +416,18 @@ class ChatInternVL(BaseChatModel):
         and ``get_num_tokens`` count text; ``trim_messages(msgs, token_counter=llm, ...)``
         works. Counting loads the model, as a first call does.
 
+    Logprobs (as ChatOpenAI; the model's own distribution, per chunk when streaming):
+        ```python
+        ai_msg = llm.invoke(messages, logprobs=True, top_logprobs=2)
+        ai_msg.response_metadata["logprobs"]["content"][0]
+        ```
+
+        ```python
+        {"token": "J", "logprob": -0.03, "bytes": [74],
+         "top_logprobs": [{"token": "J", "logprob": -0.03, "bytes": [74]},
+                          {"token": "Je", "logprob": -3.6, "bytes": [74, 101]}]}
+        ```
+
     Token usage:
         ```python
         ai_msg = llm.invoke(messages)
@@ -503,6 +518,19 @@ class ChatInternVL(BaseChatModel):
         default=None, description="Seed of the sampler, for repeatable sampled answers."
     )
     max_tokens: int = Field(default=1024, ge=1, description="Most tokens to generate.")
+    logprobs: bool | None = Field(
+        default=None,
+        description="Return each generated token's logprob (the model's own distribution: "
+        "log-softmax of the raw logits, before temperature, penalties and constraints) in "
+        'response_metadata["logprobs"]["content"], as ChatOpenAI does; also per chunk when '
+        "streaming.",
+    )
+    top_logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=20,
+        description="With logprobs=True: also the N most likely tokens at each position.",
+    )
     stop: list[str] | None = Field(
         default=None,
         alias="stop_sequences",
@@ -725,6 +753,7 @@ class ChatInternVL(BaseChatModel):
             constraint=constraint,
             default_system=None,  # messages_to_turns always writes the system turn
             timeout_s=get("timeout"),
+            logprobs=_logprobs_option(get("logprobs"), get("top_logprobs")),
         )
         return _PreparedCall(
             engine=engine,
@@ -938,6 +967,22 @@ def _checked(name: str, value: Any) -> Any:
         raise ConfigurationError(f"invalid call option {name}={value!r}: {problem}") from None
 
 
+def _logprobs_option(logprobs: bool | None, top: int | None) -> int | None:
+    """The engine's logprobs setting: None (off) or how many top alternatives to add."""
+    if not logprobs:
+        if top:
+            raise ConfigurationError(
+                f"top_logprobs={top} needs logprobs=True (as in the OpenAI API); set both"
+            )
+        return None
+    return int(top or 0)
+
+
+def _logprobs_metadata(entries: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """response_metadata's "logprobs" item in OpenAI's shape, or nothing."""
+    return {} if entries is None else {"logprobs": {"content": entries, "refusal": None}}
+
+
 def _response_schema(response_format: Any) -> dict[str, Any]:
     if not isinstance(response_format, dict):
         raise ConfigurationError(
@@ -978,11 +1023,19 @@ class _ChunkMaker:
         )
 
     def feed(self, delta: str) -> list[ChatGenerationChunk]:
+        """The chunks of one text delta; the first carries the delta's logprobs, if any."""
         if self.call.forced_tool:
-            return []  # the call arrives whole, as a tool-call chunk, in finish()
-        if self.parser is None:
-            return [_chunk(AIMessageChunk(content=delta))]
-        return [_event_chunk(e) for e in self.parser.feed(delta)]
+            out = []  # the call arrives whole, as a tool-call chunk, in finish()
+        elif self.parser is None:
+            out = [_chunk(AIMessageChunk(content=str(delta)))] if delta else []
+        else:
+            out = [_event_chunk(e) for e in self.parser.feed(str(delta))]
+        logprobs = getattr(delta, "logprobs", None)
+        if logprobs is not None:
+            if not out:
+                out = [_chunk(AIMessageChunk(content=""))]
+            out[0].message.response_metadata.update(_logprobs_metadata(logprobs))
+        return out
 
     def finish(self, result: Any) -> list[ChatGenerationChunk]:
         out: list[ChatGenerationChunk] = []
@@ -998,10 +1051,12 @@ class _ChunkMaker:
             out.extend(_chunk(AIMessageChunk(content="", tool_call_chunks=[c])) for c in chunks)
         elif self.parser is not None:
             out.extend(_event_chunk(e) for e in self.parser.finish())
+        # The deltas carried every token's logprobs already: the last chunk repeats none.
+        metadata = {k: v for k, v in message.response_metadata.items() if k != "logprobs"}
         last = AIMessageChunk(
             content="",
             usage_metadata=message.usage_metadata,
-            response_metadata=message.response_metadata,
+            response_metadata=metadata,
             chunk_position="last",
         )
         out.append(_chunk(last))

@@ -163,7 +163,9 @@ def _strip_fence(text: str) -> str:
 
 def _json_values(body: str) -> list[Any] | None:
     """The JSON values in `body` (separated by whitespace, commas or stray closers), or None."""
-    decoder = json.JSONDecoder()
+    # strict=False: a raw tab or newline inside a string is what the model meant (JSON wants
+    # it escaped, but grammars and models write it raw)
+    decoder = json.JSONDecoder(strict=False)
     values: list[Any] = []
     pos = 0
     while pos < len(body):

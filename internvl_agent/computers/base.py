@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 import base64
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
@@ -20,6 +21,7 @@ from PIL import Image
 from internvl_agent.engine.images import freeze_image
 
 MouseButton = Literal["left", "right", "middle"]
+Modifier = Literal["ctrl", "shift", "alt", "meta"]
 ScrollDirection = Literal["up", "down", "left", "right"]
 RequestFilter = Callable[[str], bool]
 """A URL -> whether the computer may send a request for it."""
@@ -96,9 +98,31 @@ class Computer(abc.ABC):
 
     @abc.abstractmethod
     def click(
-        self, x: int, y: int, *, button: MouseButton = "left", clicks: int = 1
+        self,
+        x: int,
+        y: int,
+        *,
+        button: MouseButton = "left",
+        clicks: int = 1,
+        modifiers: Sequence[Modifier] = (),
     ) -> ActionOutcome:
-        """Click at screenshot pixel (x, y)."""
+        """Click at screenshot pixel (x, y), holding `modifiers` (the agent passes them only
+        when there are some, so a computer without them still works for plain clicks)."""
+
+    def hover(self, x: int, y: int) -> ActionOutcome:
+        """Move the pointer to screenshot pixel (x, y) without clicking."""
+        return ActionOutcome(False, f"hover is not available on a {self.kind} computer")
+
+    def select_option(self, x: int, y: int, option: str) -> ActionOutcome:
+        """Choose `option` (its visible text) in the drop-down list at (x, y)."""
+        return ActionOutcome(False, f"select_option is not available on a {self.kind} computer")
+
+    def upload_file(self, x: int, y: int, path: str) -> ActionOutcome:
+        """Give the file `path` (inside an allowed folder) to the upload control at (x, y)."""
+        return ActionOutcome(False, f"upload_file is not available on a {self.kind} computer")
+
+    def use_download_dir(self, folder: Path) -> None:  # noqa: B027 (optional hook)
+        """Save the downloads of the coming run in `folder` (the run's record folder)."""
 
     @abc.abstractmethod
     def type_text(self, text: str) -> ActionOutcome:

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
@@ -47,6 +47,7 @@ from PIL import Image
 from internvl_agent.computers.base import (
     ActionOutcome,
     Computer,
+    Modifier,
     MouseButton,
     Screenshot,
     ScrollDirection,
@@ -175,6 +176,12 @@ def _printable_ascii(text: str) -> bool:
     return all(" " <= c <= "~" or c in "\n\t" for c in text)
 
 
+HOVER_PAUSE_S = 0.05  # between the pointer arriving and the press
+PYAUTOGUI_MODIFIERS = {"ctrl": "ctrl", "shift": "shift", "alt": "alt", "meta": "win"}
+if sys.platform == "darwin":
+    PYAUTOGUI_MODIFIERS["meta"] = "command"
+
+
 class DesktopComputer(Computer):
     """The screen of this machine (one monitor or all of them) as a `Computer`.
 
@@ -187,7 +194,8 @@ class DesktopComputer(Computer):
     blocked_keys: key combinations press_key refuses (see DEFAULT_BLOCKED_KEYS).
     type_method: how type_text types: "auto" (see the module notes), "xdotool",
         "clipboard" (paste) or "keys" (pyautogui.write, printable ASCII only).
-    settle: seconds to wait after each action, for the screen to redraw.
+    settle: the most seconds to wait after each action for the screen to redraw: it waits
+        until two captures settle_interval apart are identical, or this bound.
     """
 
     kind = "desktop"
@@ -200,7 +208,8 @@ class DesktopComputer(Computer):
         max_screenshot_width: int | None = None,
         blocked_keys: Iterable[str] = DEFAULT_BLOCKED_KEYS,
         type_method: TypeMethod = "auto",
-        settle: float = 0.25,
+        settle: float = 1.0,
+        settle_interval: float = 0.05,
     ) -> None:
         try:
             self.monitor = parse_monitor(monitor)
@@ -216,8 +225,10 @@ class DesktopComputer(Computer):
             raise ConfigurationError(
                 f"type_method must be one of {', '.join(TYPE_METHODS)}, got {type_method!r}"
             )
-        if settle < 0:
-            raise ConfigurationError(f"settle must be >= 0 seconds, got {settle}")
+        if settle < 0 or settle_interval <= 0:
+            raise ConfigurationError(
+                f"need settle >= 0 and settle_interval > 0 seconds, got {settle}, {settle_interval}"
+            )
         try:
             self.blocked_keys = KeySet(blocked_keys)
         except ValueError as exc:
@@ -226,6 +237,8 @@ class DesktopComputer(Computer):
         self.max_screenshot_width = max_screenshot_width
         self.type_method: TypeMethod = type_method
         self.settle = settle
+        self.settle_interval = settle_interval
+        self.last_settle_s = 0.0
         self._lock = threading.RLock()
         self._sct: Any = None
         self._pyautogui: ModuleType | None = None
@@ -427,34 +440,89 @@ class DesktopComputer(Computer):
             # The type only: an exception's text can carry what was being typed.
             logger.warning("desktop %s failed: %s", what, type(exc).__name__)
             return ActionOutcome(False, f"{what} failed: {type(exc).__name__}: {exc}")
-        if self.settle:
-            time.sleep(self.settle)
+        self.wait_until_still()
         return ActionOutcome(True, message)
+
+    def _grab_bytes(self) -> bytes:
+        with self._lock:
+            return bytes(self._sct.grab(self._grab_box).raw)
+
+    def wait_until_still(self) -> float:
+        """Wait until two captures settle_interval apart are identical (at most `settle`
+        seconds); returns (and keeps in last_settle_s) the seconds waited."""
+        started = time.monotonic()
+        deadline = started + self.settle
+        if self.settle > 0:
+            previous = self._grab_bytes()
+            while time.monotonic() < deadline:
+                time.sleep(min(self.settle_interval, max(0.0, deadline - time.monotonic())))
+                current = self._grab_bytes()
+                if current == previous:
+                    break
+                previous = current
+        self.last_settle_s = time.monotonic() - started
+        return self.last_settle_s
 
     # ---------------------------------------------------------------- actions
 
     def click(
-        self, x: int, y: int, *, button: MouseButton = "left", clicks: int = 1
+        self,
+        x: int,
+        y: int,
+        *,
+        button: MouseButton = "left",
+        clicks: int = 1,
+        modifiers: Sequence[Modifier] = (),
     ) -> ActionOutcome:
-        """Click (1), double-click (2) or triple-click (3) at screenshot pixel (x, y)."""
+        """Click (1), double-click (2) or triple-click (3) at screenshot pixel (x, y), holding
+        `modifiers`; the pointer arrives and pauses first (hover effects apply)."""
         if button not in MOUSE_BUTTONS:
             return ActionOutcome(False, f"unknown mouse button {button!r}; use left/right/middle")
         if clicks not in (1, 2, 3):
             return ActionOutcome(False, f"clicks must be 1, 2 or 3, got {clicks}")
+        unknown = [m for m in modifiers if m not in PYAUTOGUI_MODIFIERS]
+        if unknown:
+            return ActionOutcome(False, f"unknown modifier keys {unknown}; use ctrl/shift/alt/meta")
+        target = self._target(x, y)
+        if isinstance(target, ActionOutcome):
+            return target
+        lx, ly, note = target
+        keys = [PYAUTOGUI_MODIFIERS[m] for m in dict.fromkeys(modifiers)]
+
+        def run() -> str:
+            pg = self.pyautogui
+            pg.moveTo(lx, ly, _pause=False)
+            time.sleep(HOVER_PAUSE_S)
+            pressed: list[str] = []
+            try:
+                for key in keys:
+                    pg.keyDown(key, _pause=False)
+                    pressed.append(key)
+                pg.click(
+                    lx, ly, clicks=clicks, interval=CLICK_INTERVAL_S, button=button, _pause=False
+                )
+            finally:
+                for key in reversed(pressed):
+                    pg.keyUp(key, _pause=False)
+            kind = {1: "clicked", 2: "double-clicked", 3: "triple-clicked"}[clicks]
+            side = "" if button == "left" else f" ({button} button)"
+            held = f" holding {'+'.join(dict.fromkeys(modifiers))}" if keys else ""
+            return f"{kind} at ({x}, {y}){side}{held}{note}"
+
+        return self._act("click", run)
+
+    def hover(self, x: int, y: int) -> ActionOutcome:
+        """Move the pointer to screenshot pixel (x, y) without clicking."""
         target = self._target(x, y)
         if isinstance(target, ActionOutcome):
             return target
         lx, ly, note = target
 
         def run() -> str:
-            self.pyautogui.click(
-                lx, ly, clicks=clicks, interval=CLICK_INTERVAL_S, button=button, _pause=False
-            )
-            kind = {1: "clicked", 2: "double-clicked", 3: "triple-clicked"}[clicks]
-            side = "" if button == "left" else f" ({button} button)"
-            return f"{kind} at ({x}, {y}){side}{note}"
+            self.pyautogui.moveTo(lx, ly, _pause=False)
+            return f"moved the mouse to ({x}, {y}){note}"
 
-        return self._act("click", run)
+        return self._act("hover", run)
 
     def type_text(self, text: str) -> ActionOutcome:
         """Type any Unicode text into the focused window (see the module notes for how)."""

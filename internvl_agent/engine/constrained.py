@@ -1,4 +1,4 @@
-"""Grammar-constrained JSON decoding (xgrammar) that always finishes within max_new_tokens.
+"""Grammar-constrained JSON decoding (llguidance or xgrammar) that always finishes in budget.
 
 Used when a tool call is forced (``tool_choice`` "any" or a tool name) or structured output is
 asked for: each row of a batch gets its own JSON schema (or none), and even a random-weight
@@ -6,9 +6,21 @@ model then returns schema-valid JSON.
 
 Decisions:
 
-- Library: xgrammar. Measured on a 528-token and a 150k-token vocabulary, it computes masks
-  5-8x faster than llguidance and costs 1.4-1.8x less per token overall
-  (tools/bench_constrained.py; numbers in its docstring).
+- Backend: llguidance by default (a core dependency without triton or CUDA packages: the
+  core install is 1.2 GB instead of 2.3 GB with torch CPU, tools/measure_install.py), xgrammar
+  where chosen (the ``xgrammar`` extra; ``backend=`` or $INTERNVL_AGENT_GRAMMAR_BACKEND). At
+  150k tokens xgrammar fills a mask faster (8 vs 136 µs), but the whole processor here (mask,
+  budget logic, forced tokens) costs about the same on both, ~0.2 ms/token
+  (tools/bench_constrained.py), far below a forward pass of a real model. Both backends use one
+  bitmask layout; `apply_bitmask` (ours, numpy on CPU) applies it for both.
+- Schemas are untrusted input: `check_schema` refuses, before compiling, schemas over size,
+  depth and pattern limits and schemas that no finite value satisfies (a required recursion,
+  ``{"properties": {"a": {"$ref": "#"}}, "required": ["a"]}``); llguidance compiles under
+  grammar-size and lexer-fuel limits.
+- Forced tokens: where the grammar admits only one continuation, the row is forced to the
+  backend's tokens for it (`_Row.grammar_forced`); the engine's decode loop feeds such runs in
+  one forward pass (jump-forward, `JsonLogitsProcessor.jump`), with the same tokens a mask per
+  pass would force.
 - Coverage: a constrained row generates ``prefix`` (forced, as the tokenizer encodes it), the
   JSON value (grammar), ``suffix`` (forced), then EOS (forced). Both default to "": for tool
   calls the engine puts ``<tool_call>\\n`` at the end of the prompt (prefill, no budget spent)
@@ -53,6 +65,13 @@ from internvl_agent.errors import ConfigurationError
 
 DEFAULT_SEPARATORS: tuple[str, str] = (", ", ": ")
 GRAMMAR_CACHE_SIZE = 64  # compiled grammars kept per tokenizer
+# Bounds on what a schema may cost (a request's schema is untrusted input).
+SCHEMA_BYTES_LIMIT = 256 * 1024  # the schema's JSON text
+SCHEMA_DEPTH_LIMIT = 128  # nesting of JSON containers in the schema text
+SCHEMA_NODES_LIMIT = 20_000  # sub-schemas visited by the checks (enum values included)
+PATTERN_LIMIT = 1_000  # characters of one "pattern"
+GRAMMAR_SIZE_LIMIT = 500_000  # llguidance: grammar symbols
+LEXER_FUEL_LIMIT = 5_000_000  # llguidance: lexer construction work (bounds time and memory)
 CAREFUL_TOP_K = 4  # most likely tokens checked per step in closing mode
 FALLBACK_MARGIN = 16  # closing-mode margin (tokens) for schemas without a static bound
 _PATH_LIMIT = 4096  # longest closing path searched for
@@ -252,17 +271,245 @@ def closing_bound(schema: dict, *, separators: tuple[str, str] = DEFAULT_SEPARAT
     return None if measured is None else measured[1]
 
 
+def check_schema(schema: Any) -> None:
+    """Refuse, with a ConfigurationError naming the problem, a schema that is too big or deep
+    for bounded compilation, or that no finite JSON value satisfies (a required recursion)."""
+    if not isinstance(schema, dict | bool):
+        raise ConfigurationError(f"a JSON schema is an object, not {type(schema).__name__}")
+    try:
+        size = len(json.dumps(schema, ensure_ascii=False).encode())
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigurationError(f"the JSON schema is not plain JSON: {exc}") from exc
+    if size > SCHEMA_BYTES_LIMIT:
+        raise ConfigurationError(
+            f"the JSON schema is {size} bytes; at most {SCHEMA_BYTES_LIMIT} are accepted"
+        )
+    nodes, stack = 0, [(schema, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > SCHEMA_DEPTH_LIMIT:
+            raise ConfigurationError(
+                f"the JSON schema nests deeper than {SCHEMA_DEPTH_LIMIT} levels; flatten it "
+                "(use $defs and $ref for repeated parts)"
+            )
+        if nodes > SCHEMA_NODES_LIMIT:
+            raise ConfigurationError(
+                f"the JSON schema has more than {SCHEMA_NODES_LIMIT} parts (enum values "
+                "included); simplify it"
+            )
+        if isinstance(node, dict):
+            pattern = node.get("pattern")
+            if isinstance(pattern, str) and len(pattern) > PATTERN_LIMIT:
+                raise ConfigurationError(
+                    f"a 'pattern' of the JSON schema is {len(pattern)} characters; at most "
+                    f"{PATTERN_LIMIT} are accepted"
+                )
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    problem = _Finite(schema).unsatisfiable(schema)
+    if problem is not None:
+        raise ConfigurationError(
+            f"no finite JSON value satisfies this schema: {problem}. Make the recursion "
+            "optional (leave the property out of 'required', or allow null / an empty array)"
+        )
+
+
+class _Finite:
+    """Whether a schema has a finite instance (a least fixed point over its $refs)."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.active: list[str] = []
+        self.visits = 0
+
+    def unsatisfiable(self, node: Any, where: str = "the value") -> str | None:
+        """Why no finite value satisfies `node` (None if one does), as far as the checks see."""
+        self.visits += 1
+        if self.visits > SCHEMA_NODES_LIMIT * 4:
+            raise ConfigurationError("the JSON schema is too complex to check; simplify it")
+        if node is False:
+            return f"{where} is given the schema false"
+        if not isinstance(node, dict):
+            return None
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            if ref in self.active:
+                return f"{where} must contain itself again ($ref {ref!r}, required at every level)"
+            target = self._resolve(ref)
+            if target is not None:
+                self.active.append(ref)
+                try:
+                    problem = self.unsatisfiable(target, where)
+                finally:
+                    self.active.pop()
+                if problem is not None:
+                    return problem
+        for key in ("allOf",):
+            for _i, sub in enumerate(node.get(key) or []):
+                problem = self.unsatisfiable(sub, where)
+                if problem is not None:
+                    return problem
+        for key in ("anyOf", "oneOf"):
+            branches = node.get(key)
+            if isinstance(branches, list) and branches:
+                problems = [self.unsatisfiable(b, where) for b in branches]
+                if all(p is not None for p in problems):
+                    return problems[0]
+        if "const" in node or "enum" in node:
+            return f"{where} has an empty enum" if node.get("enum") == [] else None
+        kinds = node.get("type")
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        problems = [self._typed(k, node, where) for k in kinds]
+        return None if any(p is None for p in problems) else problems[0]
+
+    def _typed(self, kind: Any, node: dict, where: str) -> str | None:
+        if kind == "object" or (kind is None and "properties" in node):
+            props = node.get("properties") or {}
+            extra = node.get("additionalProperties")
+            for key in node.get("required") or []:
+                sub = props.get(key, extra if isinstance(extra, dict) else True)
+                problem = self.unsatisfiable(sub, f"property {key!r} of {where}")
+                if problem is not None:
+                    return problem
+        elif kind == "array" or (kind is None and "items" in node):
+            need = node.get("minItems", 0)
+            prefix = node.get("prefixItems") or []
+            need = need if isinstance(need, int) else 0
+            for i in range(min(need, len(prefix))):
+                problem = self.unsatisfiable(prefix[i], f"item {i} of {where}")
+                if problem is not None:
+                    return problem
+            items = node.get("items")
+            if need > len(prefix) and isinstance(items, dict | bool):
+                return self.unsatisfiable(items, f"an item of {where}")
+        return None
+
+    def _resolve(self, ref: str) -> Any:
+        node: Any = self.root
+        for part in ref[1:].lstrip("/").split("/") if ref != "#" else []:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return None
+        return node
+
+
 # --------------------------------------------------------------------------- vocabulary
+
+
+BACKENDS = ("llguidance", "xgrammar")
+BACKEND_ENV = "INTERNVL_AGENT_GRAMMAR_BACKEND"
 
 
 def _xgr() -> Any:
     try:
         import xgrammar
-    except ImportError as exc:  # pragma: no cover - a declared dependency
+    except ImportError as exc:
         raise ConfigurationError(
-            "constrained decoding needs xgrammar: pip install xgrammar"
+            "the xgrammar grammar backend is not installed: pip install 'internvl-agent[xgrammar]'"
+            " or use backend='llguidance' (the default)"
         ) from exc
     return xgrammar
+
+
+def _llg() -> Any:
+    try:
+        import llguidance
+        import llguidance.hf
+        import llguidance.torch
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ConfigurationError(
+            "constrained decoding needs llguidance: pip install llguidance"
+        ) from exc
+    return llguidance
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """The grammar backend to use: `backend`, else $INTERNVL_AGENT_GRAMMAR_BACKEND, else
+    llguidance (the core dependency; xgrammar is the optional ``xgrammar`` extra)."""
+    import os
+
+    name = (backend or os.environ.get(BACKEND_ENV) or "llguidance").strip().lower()
+    if name not in BACKENDS:
+        raise ConfigurationError(
+            f"unknown grammar backend {name!r}; choose one of: {', '.join(BACKENDS)}"
+        )
+    return name
+
+
+class _XgrMatcher:
+    """The matcher interface the closer and rows use, on xgrammar."""
+
+    def __init__(self, compiled: Any, stops: list[int] | None) -> None:
+        self._m = _xgr().GrammarMatcher(compiled, override_stop_tokens=stops)
+
+    def accept_token(self, token: int) -> bool:
+        return bool(self._m.accept_token(token))
+
+    def accept_string(self, data: bytes) -> bool:
+        return bool(self._m.accept_string(data))
+
+    def rollback(self, n: int) -> None:
+        self._m.rollback(n)
+
+    def is_completed(self) -> bool:
+        return bool(self._m.is_completed())
+
+    def forced_bytes(self) -> bytes:
+        return self._m.find_jump_forward_string().encode("utf-8", errors="ignore")
+
+    def forced_tokens(self) -> list[int]:
+        return list(self._m.find_jump_forward_tokens())
+
+    def fill_next_token_bitmask(self, bitmask: torch.Tensor, index: int = 0) -> None:
+        self._m.fill_next_token_bitmask(bitmask, index)
+
+
+class _LlgMatcher:
+    """The matcher interface the closer and rows use, on llguidance (never enters its error
+    state: tokens are validated before they are consumed)."""
+
+    def __init__(self, tokenizer: Any, grammar: str, limits: Any) -> None:
+        self._tokenizer = tokenizer
+        self._m = _llg().LLMatcher(tokenizer, grammar, log_level=0, limits=limits)
+        if self._m.is_error():
+            raise ConfigurationError(
+                f"cannot turn the JSON schema into a grammar: {self._m.get_error()}"
+            )
+
+    def accept_token(self, token: int) -> bool:
+        if self._m.validate_tokens([token]) != 1:
+            return False
+        return bool(self._m.consume_token(token))
+
+    def accept_string(self, data: bytes) -> bool:
+        tokens = self._tokenizer.tokenize_bytes(data) if data else []
+        return self._m.try_consume_tokens(tokens) == len(tokens)
+
+    def rollback(self, n: int) -> None:
+        self._m.rollback(n)
+
+    def is_completed(self) -> bool:
+        return bool(self._m.is_stopped()) and not self._m.is_error()
+
+    def forced_bytes(self) -> bytes:
+        return bytes(self._m.compute_ff_bytes())
+
+    def forced_tokens(self) -> list[int]:
+        return list(self._m.compute_ff_tokens())
+
+    def fill_next_token_bitmask(self, bitmask: torch.Tensor, index: int = 0) -> None:
+        _llg().torch.fill_next_token_bitmask(self._m, bitmask, index)
+
+
+def _allocate_bitmask(rows: int, vocab_size: int) -> torch.Tensor:
+    """An all-ones int32 bitmask (both backends use this layout: bit j of word i is id 32i+j)."""
+    return torch.full(((rows, (vocab_size + 31) // 32)), -1, dtype=torch.int32)
 
 
 # Bytes the greedy closer tries, best first, by lexical context.
@@ -303,25 +550,41 @@ def _unpack(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 class _Vocab:
-    """Per-(tokenizer, vocab size) data: xgrammar tokenizer info, compiler, grammar cache."""
+    """Per-(tokenizer, vocab size, backend) data: token bytes, compiler, grammar cache."""
 
-    def __init__(self, tokenizer: Any, vocab_size: int) -> None:
-        xgr = _xgr()
+    def __init__(self, tokenizer: Any, vocab_size: int, backend: str) -> None:
         self.vocab_size = vocab_size
-        self.info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-        self.compiler = xgr.GrammarCompiler(self.info, max_threads=2, cache_enabled=False)
-        self.token_bytes: list[bytes] = list(self.info.decoded_vocab)
+        self.backend = backend
+        self.tokenizer = tokenizer
+        if backend == "xgrammar":
+            xgr = _xgr()
+            self.info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+            self.compiler = xgr.GrammarCompiler(self.info, max_threads=2, cache_enabled=False)
+            self.token_bytes: list[bytes] = list(self.info.decoded_vocab)
+            backend_special = set(self.info.special_token_ids)
+        else:
+            llg = _llg()
+            self.info = llg.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
+            self.limits = llg.LLParserLimits(
+                max_grammar_size=GRAMMAR_SIZE_LIMIT, initial_lexer_fuel=LEXER_FUEL_LIMIT
+            )
+            self.token_bytes = [
+                b"" if self.info.is_special_token(t) else self.info.decode_bytes([t])
+                for t in range(vocab_size)
+            ]
+            backend_special = {t for t in range(vocab_size) if self.info.is_special_token(t)}
         # Added tokens are protocol markers (<|im_end|>, <img>, <tool_call>...), never JSON text.
         banned = set(getattr(tokenizer, "all_special_ids", []) or [])
         banned |= {int(t) for t in getattr(tokenizer, "added_tokens_decoder", {}) or {}}
-        banned |= set(self.info.special_token_ids)
+        banned |= backend_special
         self.banned = torch.tensor(sorted(t for t in banned if t < vocab_size), dtype=torch.long)
         allowed = torch.ones(vocab_size, dtype=torch.bool)
         allowed[self.banned] = False
+        allowed[len(tokenizer) :] = False  # lm_head padding ids
         self.allowed_bits = _pack(allowed)
         self.by_bytes: dict[bytes, int] = {}
         for tid, data in enumerate(self.token_bytes):
-            if data and tid not in banned:
+            if data and tid not in banned and tid < len(tokenizer):
                 self.by_bytes.setdefault(data, tid)
         self.max_token_len = max((len(b) for b in self.by_bytes), default=1)
         self.closers = {self.by_bytes[b] for b in (b'"', b"}", b"]") if b in self.by_bytes}
@@ -338,28 +601,70 @@ class _Vocab:
         if cached is not None:
             return cached
         try:
-            compiled = self.compiler.compile_json_schema(
-                json.dumps(schema, ensure_ascii=False),
-                any_whitespace=False,
-                separators=separators,
-                strict_mode=True,
-            )
+            if self.backend == "xgrammar":
+                compiled = self.compiler.compile_json_schema(
+                    json.dumps(schema, ensure_ascii=False),
+                    any_whitespace=False,
+                    separators=separators,
+                    strict_mode=True,
+                )
+            else:
+                compiled = self._llg_grammar(schema, separators)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise ConfigurationError(f"cannot turn the JSON schema into a grammar: {exc}") from exc
         self._grammars.put(key, compiled)
         return compiled
 
+    def _llg_grammar(self, schema: dict, separators: tuple[str, str]) -> str:
+        llg = _llg()
+        options = {
+            "whitespace_flexible": False,
+            "item_separator": separators[0],
+            "key_separator": separators[1],
+            "coerce_one_of": True,  # oneOf as anyOf, as xgrammar does
+        }
+        body = _strict({k: v for k, v in schema.items() if k != "x-guidance"})
+        grammar = llg.LLMatcher.grammar_from_json_schema(
+            json.dumps(body, ensure_ascii=False), overrides=options
+        )
+        is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(
+            grammar, self.info, limits=self.limits
+        )
+        if is_error:
+            raise ValueError("; ".join(messages))
+        return grammar
 
-_VOCABS: weakref.WeakKeyDictionary[Any, dict[int, _Vocab]] = weakref.WeakKeyDictionary()
+    def new_matcher(self, compiled: Any, stops: list[int] | None) -> Any:
+        if self.backend == "xgrammar":
+            return _XgrMatcher(compiled, stops)
+        return _LlgMatcher(self.info, compiled, self.limits)
+
+
+def _strict(node: Any) -> Any:
+    """`node` with ``additionalProperties: false`` on every object schema that does not say
+    (xgrammar's strict mode: the grammar allows exactly the listed properties)."""
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    literal = ("const", "enum", "default", "examples")
+    out = {k: v if k in literal else _strict(v) for k, v in node.items()}
+    if "properties" in out and not {"additionalProperties", "patternProperties"} & set(out):
+        out["additionalProperties"] = False
+    return out
+
+
+_VOCABS: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], _Vocab]] = weakref.WeakKeyDictionary()
 _VOCABS_LOCK = threading.Lock()
 
 
-def _vocab_for(tokenizer: Any, vocab_size: int) -> _Vocab:
+def _vocab_for(tokenizer: Any, vocab_size: int, backend: str | None = None) -> _Vocab:
+    name = resolve_backend(backend)
     with _VOCABS_LOCK:
-        per_size = _VOCABS.setdefault(tokenizer, {})
-        if vocab_size not in per_size:
-            per_size[vocab_size] = _Vocab(tokenizer, vocab_size)
-        return per_size[vocab_size]
+        per_key = _VOCABS.setdefault(tokenizer, {})
+        if (vocab_size, name) not in per_key:
+            per_key[(vocab_size, name)] = _Vocab(tokenizer, vocab_size, name)
+        return per_key[(vocab_size, name)]
 
 
 # --------------------------------------------------------------------------- closing paths
@@ -434,9 +739,8 @@ class _Closer:
     def _advance(self, matcher: Any, lex: Lex, lookahead: bool) -> int | None:
         """Accept the closer's next token on `matcher` and return it (None if stuck)."""
         vocab = self.vocab
-        forced = matcher.find_jump_forward_string()
-        if forced:
-            data = forced.encode("utf-8", errors="ignore")
+        data = matcher.forced_bytes()
+        if data:
             for n in range(min(len(data), vocab.max_token_len), 0, -1):
                 token = vocab.by_bytes.get(data[:n])
                 if token is not None and matcher.accept_token(token):
@@ -466,7 +770,7 @@ class _Closer:
         return best
 
     def _any_allowed(self, matcher: Any) -> int | None:
-        bitmask = _xgr().allocate_token_bitmask(1, self.vocab.vocab_size)
+        bitmask = _allocate_bitmask(1, self.vocab.vocab_size)
         matcher.fill_next_token_bitmask(bitmask)
         bitmask &= self.vocab.allowed_bits
         for token in _unpack(bitmask, self.vocab.vocab_size)[0].nonzero().flatten().tolist():
@@ -485,8 +789,9 @@ def apply_bitmask(
 
     On CPU (numpy views, no copies) a row that allows few tokens (a JSON structural position)
     is rebuilt from its allowed ids, others are unpacked whole. Elsewhere the mask is unpacked
-    on the scores' device. (xgrammar 0.2.8's CPU kernel is avoided on purpose: it writes -inf
-    one element past `vocab_size`, i.e. into the next row or past the tensor.)
+    on the scores' device. Used for both backends' masks (same layout); with xgrammar it also
+    avoids xgrammar 0.2.8's CPU kernel, which writes -inf one element past `vocab_size`, i.e.
+    into the next row or past the tensor.
     """
     width = min(vocab_size, scores.shape[-1])
     rows = list(rows)
@@ -533,6 +838,7 @@ class JsonConstraint:
         prefix: str = "",
         suffix: str = "",
         separators: tuple[str, str] = DEFAULT_SEPARATORS,
+        backend: str | None = None,
     ) -> None:
         if vocab_size < len(tokenizer):
             raise ConfigurationError(
@@ -543,7 +849,9 @@ class JsonConstraint:
         self.prefix, self.suffix = prefix, suffix
         self.separators: tuple[str, str] = (separators[0], separators[1])
         self.vocab_size = vocab_size
-        self.vocab = _vocab_for(tokenizer, vocab_size)
+        check_schema(schema)
+        self.vocab = _vocab_for(tokenizer, vocab_size, backend)
+        self.backend = self.vocab.backend
         self.prefix_ids: list[int] = tokenizer.encode(prefix, add_special_tokens=False)
         self.suffix_ids: list[int] = tokenizer.encode(suffix, add_special_tokens=False)
         self._compiled = self.vocab.compile(schema, self.separators)
@@ -552,16 +860,17 @@ class JsonConstraint:
         length, _ = self.closer.path(self.new_matcher(), START, _PATH_LIMIT)
         if length is None:
             raise ConfigurationError(
-                "found no way to complete a JSON value for this schema; check that it can be "
-                "satisfied and has no unbounded required parts"
+                f"found no way to complete a JSON value for this schema within {_PATH_LIMIT} "
+                "tokens; check that it can be satisfied and that its required parts are not "
+                "too long"
             )
         self.json_min_tokens: int = length
         self.min_tokens: int = len(self.prefix_ids) + length + len(self.suffix_ids)
 
     def new_matcher(self, eos_token_ids: Iterable[int] | None = None) -> Any:
-        """A fresh xgrammar matcher at the start of the JSON value."""
+        """A fresh matcher at the start of the JSON value."""
         stops = list(eos_token_ids or []) or None
-        return _xgr().GrammarMatcher(self._compiled, override_stop_tokens=stops)
+        return self.vocab.new_matcher(self._compiled, stops)
 
     def closing_length(self, text: str) -> int | None:
         """Tokens of the closing path after JSON text `text`; None if `text` is not a prefix."""
@@ -574,27 +883,55 @@ class JsonConstraint:
 
 
 class _Row:
-    """Decoding state of one constrained batch row: prefix, JSON, suffix, then EOS."""
+    """Decoding state of one constrained batch row: prefix, JSON, suffix, then EOS.
 
-    def __init__(self, constraint: JsonConstraint, eos_token_ids: list[int]) -> None:
+    Tokens the row is *forced* to take (`forced`) are the same whether they are appended one
+    forward pass each (masking) or several at once (jump-forward): the prefix, the grammar's
+    forced text in the backend's tokenization (only while the row is not in closing mode: there
+    the closer decides), the suffix and EOS.
+    """
+
+    def __init__(self, constraint: JsonConstraint, eos_token_ids: list[int], budget: int) -> None:
         self.constraint = constraint
         self.matcher = constraint.new_matcher(eos_token_ids)
+        self.budget = budget
+        self.generated = 0
         self.lex: Lex = START
         self.prefix_left = list(constraint.prefix_ids)
         self.suffix_left = list(constraint.suffix_ids)
         self.json_done = False
         self.done = False
+        self._ff: list[int] | None = None  # the grammar's forced tokens at this state
+
+    @property
+    def remaining(self) -> int:
+        """New tokens left for the JSON value (the suffix's are set aside)."""
+        return self.budget - self.generated - len(self.suffix_left)
+
+    def closing_mode(self) -> bool:
+        bound = self.constraint.max_closing_tokens
+        if bound is not None:
+            return self.remaining - 1 < bound
+        length, _ = self.constraint.closer.path(self.matcher, self.lex, self.remaining)
+        return length is None or self.remaining - 1 < length + FALLBACK_MARGIN
 
     def forced(self) -> int | None:
-        """The token this row must take next, if any (None: the grammar decides; -1: EOS)."""
+        """The prefix, suffix or EOS token (-1) this row must take next, if any."""
         if self.prefix_left:
             return self.prefix_left[0]
-        if not self.json_done:
-            return None
-        return self.suffix_left[0] if self.suffix_left else -1
+        if self.json_done:
+            return self.suffix_left[0] if self.suffix_left else -1
+        return None
+
+    def grammar_forced(self) -> int | None:
+        """The next token of the grammar's forced text, if any (not for closing mode)."""
+        if self._ff is None:
+            self._ff = self.matcher.forced_tokens()
+        return self._ff[0] if self._ff else None
 
     def accept(self, token: int, eos: set[int]) -> None:
         """Advance past the sampled `token`."""
+        self.generated += 1
         if self.prefix_left and token == self.prefix_left[0]:
             self.prefix_left.pop(0)
         elif self.json_done and self.suffix_left and token == self.suffix_left[0]:
@@ -604,6 +941,7 @@ class _Row:
         elif not self.prefix_left and not self.json_done and self.matcher.accept_token(token):
             self.lex = _lex_feed(self.lex, self.constraint.vocab.token_bytes[token])
             self.json_done = self.matcher.is_completed()
+            self._ff = self._ff[1:] if self._ff and self._ff[0] == token else None
         else:
             warnings.warn(
                 f"token {token} was sampled outside the constraint (did another logits processor "
@@ -622,6 +960,10 @@ class JsonLogitsProcessor(LogitsProcessor):
     new processor for each `generate` call. `stats` counts steps, closing-mode
     row steps, candidate checks and overruns (steps where the closing path no longer fitted:
     0 for every schema with a static bound).
+
+    As a `transformers` logits processor it reads each step's sampled tokens from `input_ids`.
+    The engine's own decode loop calls `accept` and `mask` instead, and `jump` to take a row's
+    forced tokens without a forward pass each.
     """
 
     def __init__(
@@ -637,11 +979,14 @@ class JsonLogitsProcessor(LogitsProcessor):
             raise ConfigurationError("constrained decoding needs at least one EOS token id")
         self.budgets = _budgets(max_new_tokens, len(constraints))
         self.top_k = top_k
-        self.rows = [None if c is None else _Row(c, self.eos) for c in constraints]
+        self.rows = [
+            None if c is None else _Row(c, self.eos, b)
+            for c, b in zip(constraints, self.budgets, strict=True)
+        ]
         self._eos_set = set(self.eos)
         self._prompt_len: int | None = None
         self._bitmask: torch.Tensor | None = None
-        self.stats = {"steps": 0, "closing_steps": 0, "checks": 0, "overruns": 0}
+        self.stats = {"steps": 0, "closing_steps": 0, "checks": 0, "overruns": 0, "jumped": 0}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[0] != len(self.rows):
@@ -652,35 +997,74 @@ class JsonLogitsProcessor(LogitsProcessor):
         if self._prompt_len is None:
             self._prompt_len = input_ids.shape[1]
         else:
-            for row, token in zip(self.rows, input_ids[:, -1].tolist(), strict=True):
-                if row is not None and not row.done:
-                    row.accept(int(token), self._eos_set)
-        generated = input_ids.shape[1] - self._prompt_len
+            for i, token in enumerate(input_ids[:, -1].tolist()):
+                self.accept(i, int(token))
+        self.mask(scores)
+        return scores
+
+    def accept(self, i: int, token: int) -> None:
+        """Row `i` took `token` (unconstrained and finished rows ignore it)."""
+        row = self.rows[i]
+        if row is not None and not row.done:
+            row.accept(token, self._eos_set)
+
+    def jump(self, i: int, limit: int) -> tuple[list[int], bool]:
+        """Accept and return row `i`'s forced tokens (at most `limit`), and whether EOS is
+        forced after them (the row is then complete)."""
+        row = self.rows[i]
+        tokens: list[int] = []
+        if row is None:
+            return tokens, False
+        while not row.done and len(tokens) < limit:
+            forced, _ = self._next_forced(row)
+            if forced is None:
+                break
+            if forced == -1:
+                return tokens, True
+            row.accept(forced, self._eos_set)
+            tokens.append(forced)
+        self.stats["jumped"] += len(tokens)
+        return tokens, False
+
+    def mask(self, scores: torch.Tensor) -> torch.Tensor:
+        """Constrain `scores` (one row per batch row) for the next token, in place."""
         self.stats["steps"] += 1
         grammar_rows, closing_rows = [], []
         for i, row in enumerate(self.rows):
             if row is None or row.done:
                 continue
-            forced = row.forced()
+            forced, closing = self._next_forced(row)
             if forced is not None:
                 self._force(scores, i, self.eos if forced == -1 else [forced])
                 continue
             grammar_rows.append(i)
-            remaining = self.budgets[i] - generated - len(row.suffix_left)
-            if self._closing_mode(row, remaining):
-                closing_rows.append((i, row, remaining))
+            if closing:
+                closing_rows.append((i, row, row.remaining))
         if grammar_rows:
             self._apply_grammar(scores, grammar_rows)
         for i, row, remaining in closing_rows:
             self._restrict_to_safe(scores, i, row, remaining)
         return scores
 
+    def _next_forced(self, row: _Row) -> tuple[int | None, bool]:
+        """(the token `row` must take next or None, -1 for EOS; whether it is in closing mode)."""
+        forced = row.forced()
+        if forced is not None:
+            return forced, False
+        grammar = row.grammar_forced()
+        if not self._closing_mode(row, row.remaining):
+            return grammar, False
+        # Closing mode: the grammar's forced token still, if a closing path fits after it.
+        if grammar is not None and row.matcher.accept_token(grammar):
+            lex = _lex_feed(row.lex, row.constraint.vocab.token_bytes[grammar])
+            length, _ = row.constraint.closer.path(row.matcher, lex, row.remaining - 1)
+            row.matcher.rollback(1)
+            if length is not None:
+                return grammar, False
+        return None, True
+
     def _closing_mode(self, row: _Row, remaining: int) -> bool:
-        bound = row.constraint.max_closing_tokens
-        if bound is not None:
-            return remaining - 1 < bound
-        length, _ = row.constraint.closer.path(row.matcher, row.lex, remaining)
-        return length is None or remaining - 1 < length + FALLBACK_MARGIN
+        return row.closing_mode()
 
     @staticmethod
     def _force(scores: torch.Tensor, i: int, tokens: list[int]) -> None:
@@ -698,12 +1082,11 @@ class JsonLogitsProcessor(LogitsProcessor):
         scores[i, tokens] = kept
 
     def _apply_grammar(self, scores: torch.Tensor, rows: list[int]) -> None:
-        xgr = _xgr()
         first = self.rows[rows[0]]
         assert first is not None
         vocab = first.constraint.vocab
         if self._bitmask is None:
-            self._bitmask = xgr.allocate_token_bitmask(len(self.rows), vocab.vocab_size)
+            self._bitmask = _allocate_bitmask(len(self.rows), vocab.vocab_size)
         for i in rows:
             self.rows[i].matcher.fill_next_token_bitmask(self._bitmask, i)  # type: ignore[union-attr]
         self._bitmask &= vocab.allowed_bits

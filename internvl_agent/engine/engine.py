@@ -2,12 +2,17 @@
 
 Callers (any thread, sync or async) prepare their request (image tiling, prompt, tokens) in
 their own thread and submit it; one worker thread owns the model and runs compatible pending
-requests together as one batch through `model.generate`, streaming each row's tokens back.
+requests together as one batch, streaming each row's tokens back.
+
+Generation is the engine's own loop (`DecodeLoop`), not `model.generate`: it feeds tokens a
+JSON constraint forces several per forward pass (jump-forward) and takes logprobs from the
+same logits it samples from.
 """
 
 from __future__ import annotations
 
 import atexit
+import inspect
 import itertools
 import threading
 import time
@@ -31,6 +36,7 @@ from internvl_agent.engine.requests import (
     GenerationResult,
     RequestHandle,
     SamplingParams,
+    TextDelta,
 )
 from internvl_agent.errors import ConfigurationError, ContextLengthError, MessageFormatError
 
@@ -68,7 +74,12 @@ class PreparedRequest:
 
 
 class InternVLEngine:
-    """Loads a checkpoint lazily and serves generation requests from any thread."""
+    """Loads a checkpoint lazily and serves generation requests from any thread.
+
+    `jump_forward`: tokens a constraint forces (a tool call's ``{"name": "``, the keys, the
+    suffix) are appended several at a time in one forward pass instead of one pass each; the
+    output is the same token for token.
+    """
 
     def __init__(
         self,
@@ -78,6 +89,7 @@ class InternVLEngine:
         batch_wait_s: float = 0.05,
         vision_cache_bytes: int = 256 * 1024 * 1024,
         prefix_cache_entries: int = 2,
+        jump_forward: bool = True,
     ):
         self.spec = spec
         self.vision_cache = VisionCache(vision_cache_bytes)
@@ -91,6 +103,9 @@ class InternVLEngine:
         self._worker: threading.Thread | None = None
         self._closing = False
         self._preparing = 0  # callers between prepare() and submit: worth waiting for
+        self.jump_forward = jump_forward
+        self._byte_table: list[bytes] | None = None
+        self.stats = {"forward_passes": 0, "jumped_tokens": 0}
 
     # --- loading ---
     @property
@@ -313,7 +328,7 @@ class InternVLEngine:
 
     def _run_batch(self, batch: list[PreparedRequest]) -> None:
         import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
+        from transformers import DynamicCache
 
         loaded = self.loaded
         pad_id = loaded.tokenizer.pad_token_id
@@ -329,40 +344,52 @@ class InternVLEngine:
         decoders = [
             RowDecoder(loaded.tokenizer, eos, p.max_new_tokens, p.request.stop) for p in batch
         ]
-        tracker = _BatchTracker(batch, decoders)
+        token_bytes = self._token_bytes if _wants_logprobs(batch) else None
+        tracker = _BatchTracker(batch, decoders, token_bytes)
         sampling = batch[0].request.sampling
-        config = _generation_config(sampling, max(p.max_new_tokens for p in batch), eos, pad_id)
+        processor = None
+        constraints = [p.request.constraint for p in batch]
+        if any(c is not None for c in constraints):
+            from internvl_agent.engine.constrained import make_logits_processor
+
+            processor = make_logits_processor(
+                constraints,
+                max_new_tokens=[p.max_new_tokens for p in batch],
+                eos_token_ids=sorted(eos),
+            )
+        signature = self._signature(batch[0]) if len(batch) == 1 else None
         with torch.inference_mode():
             embeds = self._embed(input_ids, [img for p in batch for img in p.images])
-            kwargs: dict[str, Any] = {
-                # input_ids as well, so that repetition_penalty also covers the prompt
-                "input_ids": input_ids,
-                "inputs_embeds": embeds,
-                "attention_mask": attention.to(loaded.device),
-                "generation_config": config,
-                "streamer": tracker,
-                "stopping_criteria": StoppingCriteriaList([tracker]),
-            }
-            signature = self._signature(batch[0]) if len(batch) == 1 else None
-            if signature is not None:  # rows of a padded batch cannot share prefixes
-                kwargs["past_key_values"] = self._reusable_kv(signature)
-            constraints = [p.request.constraint for p in batch]
-            if any(c is not None for c in constraints):
-                from internvl_agent.engine.constrained import make_logits_processor
-
-                processor = make_logits_processor(
-                    constraints,
-                    max_new_tokens=[p.max_new_tokens for p in batch],
-                    eos_token_ids=sorted(eos),
-                )
-                kwargs["logits_processor"] = LogitsProcessorList([processor])
+            # rows of a padded batch cannot share prefixes
+            kv = (
+                self._reusable_kv(signature)
+                if signature is not None
+                else DynamicCache(config=loaded.model.config)
+            )
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             tracker.started = time.perf_counter()
-            loaded.model.generate(**kwargs)
+            loop = DecodeLoop(
+                loaded.model,
+                kv,
+                sampling=sampling,
+                processor=processor,
+                tracker=tracker,
+                pad_id=pad_id,
+                jump_forward=self.jump_forward,
+                stats=self.stats,
+            )
+            loop.run(input_ids, attention.to(loaded.device), embeds)
         if signature is not None:
-            self.prefix_cache.store(signature, kwargs["past_key_values"])
+            self.prefix_cache.store(signature, kv)
         tracker.finish_all()
+
+    def _token_bytes(self, token: int) -> bytes:
+        """The bytes token `token` stands for (byte-level BPE and sentencepiece alike)."""
+        table = self._byte_table
+        if table is None:
+            table = self._byte_table = _byte_table(self.loaded.tokenizer)
+        return table[token] if token < len(table) else b""
 
     def _embed(self, input_ids: Any, images: list[PreparedImage]) -> Any:
         """Token embeddings with each image's features (cached or computed now) in place."""
@@ -425,86 +452,326 @@ class InternVLEngine:
         return kv if kv is not None else DynamicCache(config=self.loaded.model.config)
 
 
-def _generation_config(
-    sampling: SamplingParams, max_new_tokens: int, eos: set[int], pad_id: int
-) -> Any:
-    from transformers import GenerationConfig
+def _wants_logprobs(batch: list[PreparedRequest]) -> bool:
+    return any(p.request.logprobs is not None for p in batch)
 
-    values: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": sampling.do_sample,
-        "eos_token_id": sorted(eos),
-        "pad_token_id": pad_id,
-        "repetition_penalty": sampling.repetition_penalty,
-    }
-    if sampling.do_sample:
-        values.update(
-            temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None
+
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet: symbol -> the byte it stands for."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    symbols, extra = {}, 0
+    for b in range(256):
+        if b in kept:
+            symbols[chr(b)] = b
+        else:
+            symbols[chr(256 + extra)] = b
+            extra += 1
+    return symbols
+
+
+def _byte_table(tokenizer: Any) -> list[bytes]:
+    """Each token id's bytes: byte-level BPE symbols mapped back to bytes, sentencepiece
+    ``▁`` to a space and ``<0xNN>`` byte tokens to their byte; special tokens as their text."""
+    decoder = _byte_level_decoder()
+    specials = {int(t) for t in getattr(tokenizer, "added_tokens_decoder", {}) or {}}
+    out: list[bytes] = []
+    for tid, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+        piece = piece or ""
+        if tid in specials:
+            out.append(piece.encode())
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            out.append(bytes([int(piece[3:5], 16)]))
+        elif all(c in decoder for c in piece):
+            out.append(bytes(decoder[c] for c in piece))
+        else:
+            out.append(piece.replace("\u2581", " ").encode())
+    return out
+
+
+class DecodeLoop:
+    """The engine's decoding loop over one batch: prefill, then one forward pass per step.
+
+    Every row advances each step; a constrained row whose next tokens are forced (the
+    processor's `jump`) feeds them in the same forward pass as its sampled token, so they cost
+    no pass of their own. Rows of one pass may feed different numbers of tokens: shorter ones
+    are padded on the right with masked positions (attention mask 0), which later positions
+    never see. Logits are processed as `transformers` does (repetition penalty, the
+    constraint, temperature, top-k, top-p), greedy or sampled with the global torch RNG.
+    Logprobs, where asked, are the model's own: the log-softmax of the raw logits.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        kv: Any,
+        *,
+        sampling: SamplingParams,
+        processor: Any,
+        tracker: _BatchTracker,
+        pad_id: int,
+        jump_forward: bool = True,
+        stats: dict[str, int] | None = None,
+    ) -> None:
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
         )
-    else:
-        values.update(temperature=None, top_p=None, top_k=None)
-    return GenerationConfig(**values)
+
+        self.model, self.kv = model, kv
+        # transformers >= 5.2x names it `cache`; earlier 5.x `past_key_values`
+        names = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in names else "past_key_values"
+        self.sampling, self.processor, self.tracker = sampling, processor, tracker
+        self.pad_id = pad_id
+        self.jump_forward = jump_forward and processor is not None
+        self.before = LogitsProcessorList()
+        if sampling.repetition_penalty != 1.0:
+            self.before.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+        self.after = LogitsProcessorList()
+        if sampling.do_sample:
+            if sampling.temperature != 1.0:
+                self.after.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_k:
+                self.after.append(TopKLogitsWarper(sampling.top_k))
+            if sampling.top_p < 1.0:
+                self.after.append(TopPLogitsWarper(sampling.top_p))
+        self.stats = stats if stats is not None else {"forward_passes": 0, "jumped_tokens": 0}
+
+    def _forward(self, attention: Any, positions: Any, keep: int, **inputs: Any) -> Any:
+        self.stats["forward_passes"] += 1
+        out = self.model(
+            attention_mask=attention,
+            position_ids=positions,
+            **{self._cache_arg: self.kv},
+            use_cache=True,
+            logits_to_keep=keep,
+            **inputs,
+        )
+        return out.logits.float()
+
+    def run(self, input_ids: Any, attention: Any, embeds: Any) -> None:
+        """Generate until every row is done (its decoder says so) or cancelled."""
+        import torch
+
+        rows = input_ids.shape[0]
+        device = input_ids.device
+        tracker = self.tracker
+        cached = self.kv.get_seq_length()
+        # Tokens forced from the start (a named tool call's {"name": "click", "arguments": ...)
+        # join the prefill pass.
+        steps: list[list[int]] = [[] for _ in range(rows)]
+        if self.jump_forward:
+            for i in tracker.live_rows():
+                steps[i] = self._jump(i, tracker.room(i))
+        history = input_ids  # every token so far, for the repetition penalty
+        width = 0
+        if any(steps):
+            feed, fresh = self._pad(steps, rows, device)
+            width = feed.shape[1]
+            embeds = torch.cat([embeds, self.model.get_input_embeddings()(feed)], dim=1)
+            attention = torch.cat([attention, fresh], dim=1)
+            history = torch.cat([history, feed], dim=1)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        all_logits = self._forward(
+            attention, positions[:, cached:], width + 1, inputs_embeds=embeds[:, cached:]
+        )
+        logits = self._take(all_logits, steps)
+        next_pos = positions[:, -1] + 1
+        while True:
+            live = tracker.live_rows()
+            if not live:
+                return
+            scores = self.before(history, logits.clone()) if self.before else logits.clone()
+            if self.processor is not None:
+                scores = self.processor.mask(scores)
+            scores = self.after(history, scores) if self.after else scores
+            sampled = self._sample(scores)
+            steps = [[] for _ in range(rows)]
+            for i in live:
+                token = int(sampled[i])
+                tracker.add(i, token, logits[i])
+                if self.processor is not None:
+                    self.processor.accept(i, token)
+                steps[i] = [token]
+                if self.jump_forward and not tracker.is_done(i):
+                    steps[i] += self._jump(i, tracker.room(i))
+            if not tracker.live_rows():
+                return
+            feed, fresh = self._pad(steps, rows, device)
+            attention = torch.cat([attention, fresh], dim=1)
+            step_pos = next_pos[:, None] + (fresh.cumsum(-1) - 1).clamp(min=0)
+            next_pos = next_pos + fresh.sum(-1)
+            history = torch.cat([history, feed], dim=1)
+            all_logits = self._forward(attention, step_pos, feed.shape[1], input_ids=feed)
+            logits = self._take(all_logits, [s[1:] for s in steps])
+
+    def _sample(self, scores: Any) -> list[int]:
+        """Each row's next token from its processed scores: sampled, or greedy."""
+        import torch
+
+        if self.sampling.do_sample:
+            probs = torch.softmax(scores, dim=-1)
+            return torch.multinomial(probs, num_samples=1).squeeze(1).tolist()
+        return scores.argmax(dim=-1).tolist()
+
+    def _jump(self, i: int, limit: int) -> list[int]:
+        """Row `i`'s forced tokens, -1 standing for a forced end token."""
+        run, ends = self.processor.jump(i, limit)
+        return [*run, -1] if ends and len(run) < limit else run
+
+    def _pad(self, steps: list[list[int]], rows: int, device: Any) -> tuple[Any, Any]:
+        """The tokens to feed (right-padded) and their attention mask (0 on padding)."""
+        import torch
+
+        width = max(1, max(len([t for t in s if t >= 0]) for s in steps))
+        feed = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        fresh = torch.zeros((rows, width), dtype=torch.long)
+        for i, s in enumerate(steps):
+            real = [t for t in s if t >= 0]
+            if real:
+                feed[i, : len(real)] = torch.tensor(real)
+                fresh[i, : len(real)] = 1
+        return feed.to(device), fresh.to(device)
+
+    def _take(self, all_logits: Any, runs: list[list[int]]) -> Any:
+        """Hand each row's jumped tokens to the tracker with the logits that predicted them
+        (position j of the pass's kept logits predicts the j-th: position 0 is the token fed
+        before the run); return each row's logits for its next token."""
+        import torch
+
+        last = []
+        for i, run in enumerate(runs):
+            real = [t for t in run if t >= 0]
+            for j, token in enumerate(run):
+                if self.tracker.is_done(i):
+                    break
+                row_logits = all_logits[i, j]
+                if token < 0:  # the best of the end tokens, as masking would pick
+                    ends = sorted(self.tracker.eos)
+                    token = ends[int(row_logits[ends].argmax())]
+                else:
+                    self.stats["jumped_tokens"] += 1
+                self.tracker.add(i, token, row_logits)
+            last.append(len(real))
+        index = torch.tensor(last, device=all_logits.device)
+        return all_logits[torch.arange(len(runs), device=all_logits.device), index]
 
 
 class _BatchTracker:
-    """Both the streamer and the stopping criterion of one `generate` call.
+    """Each row's decoder, handle, timings and logprobs while one batch decodes."""
 
-    transformers calls `put` with each step's new tokens before it asks the stopping criteria,
-    so each row's decoder decides there whether the row is done.
-    """
-
-    def __init__(self, batch: list[PreparedRequest], decoders: list[RowDecoder]):
+    def __init__(
+        self,
+        batch: list[PreparedRequest],
+        decoders: list[RowDecoder],
+        token_bytes: Any = None,
+    ):
         self.batch = batch
         self.decoders = decoders
-        self._seen_prompt = False
+        self.token_bytes = token_bytes
+        self.eos = decoders[0].eos_token_ids if decoders else set()
         self.started = time.perf_counter()
         self.first_token_at: list[float | None] = [None] * len(batch)
+        self.logprobs: list[list[dict[str, Any]] | None] = [
+            [] if p.request.logprobs is not None else None for p in batch
+        ]
+        self._sent = [0] * len(batch)  # logprob entries already attached to a delta
 
-    # streamer protocol
-    def put(self, value: Any) -> None:
-        if not self._seen_prompt:  # the first call carries the prompt
-            self._seen_prompt = True
-            return
-        tokens = value.view(-1).tolist()
+    def live_rows(self) -> list[int]:
+        """Rows still generating (cancelled or timed-out ones are finished here)."""
         now = time.perf_counter()
+        live = []
         for row, (item, decoder) in enumerate(zip(self.batch, self.decoders, strict=True)):
             if decoder.done:
                 continue
             if item.handle.cancelled:
-                decoder.cancel()
+                self._push(row, decoder.cancel())
             elif self._timed_out(item, now):
-                item.handle.push_text(decoder.cancel("timeout"))
-            else:
-                if self.first_token_at[row] is None:
-                    self.first_token_at[row] = now
-                item.handle.push_text(decoder.add_token(int(tokens[row])))
+                self._push(row, decoder.cancel("timeout"))
             if decoder.done:
                 self._finish_row(row)
+            else:
+                live.append(row)
+        return live
 
-    def end(self) -> None:
-        pass
+    def is_done(self, row: int) -> bool:
+        return self.decoders[row].done
+
+    def room(self, row: int) -> int:
+        """Tokens row `row` may still take."""
+        decoder = self.decoders[row]
+        return decoder.max_new_tokens - decoder.num_generated
+
+    def add(self, row: int, token: int, logits: Any) -> None:
+        """Row `row` took `token`, sampled from (or forced after) the raw `logits`."""
+        decoder = self.decoders[row]
+        if decoder.done:
+            return
+        if self.first_token_at[row] is None:
+            self.first_token_at[row] = time.perf_counter()
+        entries = self.logprobs[row]
+        if entries is not None and token not in self.eos:
+            entries.append(self._entry(token, logits, self.batch[row].request.logprobs or 0))
+        self._push(row, decoder.add_token(token))
+        if decoder.done:
+            self._finish_row(row)
+
+    def _entry(self, token: int, logits: Any, top: int) -> dict[str, Any]:
+        import torch
+
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        entry = self._token(token, float(logprobs[token]))
+        if top:
+            values, ids = logprobs.topk(min(top, logprobs.shape[-1]))
+            top_list = [
+                self._token(int(t), float(v))
+                for v, t in zip(values.tolist(), ids.tolist(), strict=True)
+            ]
+        else:
+            top_list = []
+        entry["top_logprobs"] = top_list
+        return entry
+
+    def _token(self, token: int, logprob: float) -> dict[str, Any]:
+        data = self.token_bytes(token) if self.token_bytes else b""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = "".join(f"\\x{b:02x}" for b in data)  # a piece of a character, as OpenAI
+        return {"token": text, "logprob": logprob, "bytes": list(data)}
+
+    def _push(self, row: int, text: str) -> None:
+        """Hand `text` to the row's handle, with the logprobs of the tokens since the last."""
+        entries = self.logprobs[row]
+        if entries is None:
+            self.batch[row].handle.push_text(text)
+            return
+        if not text and not self.decoders[row].done:
+            return
+        delta = TextDelta(text)
+        delta.logprobs = entries[self._sent[row] :]
+        self._sent[row] = len(entries)
+        if text or delta.logprobs:
+            self.batch[row].handle.push_text(delta)
 
     def _timed_out(self, item: PreparedRequest, now: float) -> bool:
         limit = item.request.timeout_s
         return limit is not None and now - self.started > limit
 
-    # stopping-criteria protocol
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        pairs = zip(self.decoders, self.batch, strict=True)
-        done = [d.done or item.handle.cancelled for d, item in pairs]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
     def finish_all(self) -> None:
         for row, decoder in enumerate(self.decoders):
             if not self.batch[row].handle.finished:
                 if not decoder.done:
-                    self.batch[row].handle.push_text(decoder.cancel("length"))
+                    self._push(row, decoder.cancel("length"))
                 self._finish_row(row)
 
     def _finish_row(self, row: int) -> None:
         item, decoder = self.batch[row], self.decoders[row]
+        if item.handle.finished:
+            return
         now = time.perf_counter()
         first = self.first_token_at[row] or now
         timings = dict(item.timings)
@@ -522,6 +789,7 @@ class _BatchTracker:
                 image_tokens=item.image_tokens,
                 num_images=item.num_images,
                 timings=timings,
+                logprobs=self.logprobs[row],
             )
         )
 

@@ -41,6 +41,7 @@ class GenerationRequest:
     constraint: Any = None  # a constrained-decoding object (engine.constrained.JsonConstraint)
     default_system: str | None = INTERNVL_SYSTEM_MESSAGE
     timeout_s: float | None = None  # wall-clock limit of the generation itself
+    logprobs: int | None = None  # None: none; N >= 0: each token's logprob and its N best
 
 
 @dataclass
@@ -54,10 +55,19 @@ class GenerationResult:
     image_tokens: int
     num_images: int
     timings: dict[str, float] = field(default_factory=dict)
+    # per token {"token", "logprob", "bytes", "top_logprobs"} when the request asked for them
+    logprobs: list[dict[str, Any]] | None = None
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+class TextDelta(str):
+    """A text delta that also carries the logprobs of the tokens it completes (OpenAI's
+    per-token dicts); plain `str` deltas carry none."""
+
+    logprobs: list[dict[str, Any]]
 
 
 _END = object()
@@ -79,7 +89,7 @@ class RequestHandle:
 
     # --- producer side (the worker) ---
     def push_text(self, text: str) -> None:
-        if text:
+        if text or getattr(text, "logprobs", None):
             self._push(text)
 
     def finish(self, result: GenerationResult) -> None:

@@ -263,10 +263,8 @@ def _refuse_unsupported(body: s.ChatCompletionRequest) -> None:
             param="n",
             code="unsupported_value",
         )
-    if body.logprobs or body.top_logprobs:
-        raise _bad(
-            "logprobs are not supported by this server.", param="logprobs", code="unsupported"
-        )
+    if body.top_logprobs and not body.logprobs:
+        raise _bad("top_logprobs needs logprobs: true in the same request.", param="top_logprobs")
     if body.logit_bias:
         raise _bad("logit_bias is not supported.", param="logit_bias", code="unsupported")
     for name in ("presence_penalty", "frequency_penalty"):
@@ -313,6 +311,9 @@ def _call_options(body: s.ChatCompletionRequest, max_dynamic_patch: int | None) 
         options["repetition_penalty"] = body.repetition_penalty
     if body.seed is not None:
         options["seed"] = body.seed % (2**63)
+    if body.logprobs:
+        options["logprobs"] = True
+        options["top_logprobs"] = body.top_logprobs or 0
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     stops = [x for x in stops if x]
     if stops:
@@ -586,10 +587,18 @@ def _completion(
         id=_completion_id(),
         created=int(time.time()),
         model=model,
-        choices=[s.Choice(message=reply, finish_reason=finish)],
+        choices=[s.Choice(message=reply, finish_reason=finish, logprobs=_logprobs(message))],
         usage=_usage(message),
     )
     return completion.model_dump()
+
+
+def _logprobs(message: Any) -> s.ChoiceLogprobs | None:
+    """The choice's logprobs from the message's response_metadata (None when not asked)."""
+    found = message.response_metadata.get("logprobs")
+    if not isinstance(found, dict):
+        return None
+    return s.ChoiceLogprobs.model_validate({"content": found.get("content") or []})
 
 
 def _completion_id() -> str:
@@ -624,9 +633,18 @@ class _StreamWriter:
         self.usage: s.Usage | None = None
 
     def _chunk(
-        self, delta: s.Delta, finish: str | None = None, *, usage: s.Usage | None = None
+        self,
+        delta: s.Delta,
+        finish: str | None = None,
+        *,
+        usage: s.Usage | None = None,
+        logprobs: s.ChoiceLogprobs | None = None,
     ) -> str:
-        choices = [] if usage is not None else [s.ChunkChoice(delta=delta, finish_reason=finish)]
+        choices = (
+            []
+            if usage is not None
+            else [s.ChunkChoice(delta=delta, finish_reason=finish, logprobs=logprobs)]
+        )
         chunk = s.ChatCompletionChunk(
             id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
         )
@@ -640,9 +658,12 @@ class _StreamWriter:
         if not isinstance(chunk, AIMessageChunk):
             return out
         text = chunk.content if isinstance(chunk.content, str) else chunk.text
+        logprobs = _logprobs(chunk)
         if text:
             self.text.append(text)
-            out.append(self._chunk(s.Delta(content=text)))
+            out.append(self._chunk(s.Delta(content=text), logprobs=logprobs))
+        elif logprobs is not None and logprobs.content:  # tokens whose text is not out yet
+            out.append(self._chunk(s.Delta(), logprobs=logprobs))
         deltas = []
         for tc in chunk.tool_call_chunks:
             index = tc.get("index")

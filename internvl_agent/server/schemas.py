@@ -2,7 +2,7 @@
 
 Requests are validated leniently where OpenAI clients differ (unknown top-level fields are
 ignored, ``stop`` may be a string or a list, ``image_url`` may be an object or a string) and
-strictly where a wrong value would silently change the answer (``n``, ``logprobs`` and other
+strictly where a wrong value would silently change the answer (``n``, ``logit_bias`` and other
 unsupported options are refused by the app with a 400 that names them).
 
 Content parts are kept as plain dicts here and checked one by one when the messages are
@@ -161,7 +161,7 @@ class ChatCompletionRequest(_In):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     logit_bias: dict[str, float] | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: Any = None
@@ -212,10 +212,30 @@ class ResponseMessage(_Out):
 FinishReason = Literal["stop", "length", "tool_calls"]
 
 
+class TopLogprob(_Out):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(_Out):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(_Out):
+    """Per generated token: its logprob under the model and the most likely alternatives."""
+
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
+
+
 class Choice(_Out):
     index: int = 0
     message: ResponseMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason
 
 
@@ -262,7 +282,7 @@ class Delta(_Out):
 class ChunkChoice(_Out):
     index: int = 0
     delta: Delta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 

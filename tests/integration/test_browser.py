@@ -472,3 +472,20 @@ def test_start_url_and_context_manager(site: str) -> None:
     assert not computer.launched
     assert computer.current_url() is None
     computer.close()
+
+
+def test_search_submits_on_a_slow_page(computer: BrowserComputer, site: str) -> None:
+    """The race behind the flaky test above, made certain: with the renderer 20x slower, the
+    form's navigation starts after the old fixed pause; the settle still waits for it."""
+    open_page(computer, site + "search.html")
+    cdp = computer.page.context.new_cdp_session(computer.page)
+    cdp.send("Emulation.setCPUThrottlingRate", {"rate": 20})
+    try:
+        click_on(computer, "#query")
+        computer.type_text("lamp")
+        assert computer.press_key("enter").ok
+        assert computer.current_url() == site + "search.html?q=lamp"
+        assert computer.page.text_content("#status") == '3 results for "lamp"'
+    finally:
+        cdp.send("Emulation.setCPUThrottlingRate", {"rate": 1})
+        cdp.detach()

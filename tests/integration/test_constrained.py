@@ -494,3 +494,100 @@ def test_per_row_budgets(model, tokenizer, constraints, eos) -> None:
         jsonschema.validate(json.loads(text), joke.schema)
         json_tokens = next(i for i, t in enumerate(row) if t in eos)
         assert json_tokens <= budget
+
+
+# --------------------------------------------------------------------------- hostile schemas
+
+
+def _nested(levels: int) -> dict:
+    schema: dict = {"type": "integer"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+UNSATISFIABLE = {
+    "self": {"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]},
+    "through_defs": {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {"next": {"$ref": "#/$defs/node"}},
+                "required": ["next"],
+            }
+        },
+        "$ref": "#/$defs/node",
+    },
+    "through_arrays": {
+        "$defs": {
+            "n": {"type": "object", "properties": {"m": {"$ref": "#/$defs/m"}}, "required": ["m"]},
+            "m": {"type": "array", "items": {"$ref": "#/$defs/n"}, "minItems": 1},
+        },
+        "$ref": "#/$defs/n",
+    },
+    "every_branch": {
+        "anyOf": [
+            {"type": "object", "properties": {"x": {"$ref": "#"}}, "required": ["x"]},
+            {"type": "array", "prefixItems": [{"$ref": "#"}], "minItems": 1},
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("backend", ["llguidance", "xgrammar"])
+@pytest.mark.parametrize("name", sorted(UNSATISFIABLE))
+def test_unsatisfiable_recursive_schemas_are_refused(tokenizer, name: str, backend: str) -> None:
+    with pytest.raises(ConfigurationError, match="no finite JSON value satisfies this schema"):
+        JsonConstraint(tokenizer, UNSATISFIABLE[name], vocab_size=len(tokenizer), backend=backend)
+
+
+def test_optional_recursion_and_escapes_are_accepted(tokenizer) -> None:
+    for schema in (
+        {"type": "object", "properties": {"a": {"$ref": "#"}}},
+        {
+            "anyOf": [
+                {"type": "null"},
+                {"type": "object", "properties": {"c": {"$ref": "#"}}, "required": ["c"]},
+            ]
+        },
+        {
+            "type": "object",
+            "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}},
+            "required": ["kids"],
+        },
+    ):
+        constraint = JsonConstraint(tokenizer, schema, vocab_size=len(tokenizer))
+        text = random_generation(tokenizer, constraint, constraint.min_tokens + 40, 0)
+        jsonschema.validate(json.loads(text), schema)
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        (_nested(80), "nests deeper than"),
+        ({"enum": [f"value-{i}" for i in range(40_000)]}, "bytes; at most"),
+        ({"enum": list(range(25_000))}, "more than"),
+        ({"type": "string", "pattern": "a" * 5000}, "'pattern' of the JSON schema"),
+        ({"type": "string", "minLength": 100_000}, "no way to complete"),
+        ({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}, "grammar"),
+    ],
+)
+def test_oversized_schemas_are_refused_with_the_reason(tokenizer, schema, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        JsonConstraint(tokenizer, schema, vocab_size=len(tokenizer))
+
+
+def test_big_but_reasonable_schemas_still_work(tokenizer) -> None:
+    for schema in (
+        _nested(40),
+        {"enum": [f"value-{i}" for i in range(3000)]},
+        {"type": "string", "pattern": "^([a-z0-9]{1,10}\\.){1,20}[a-z]{2,8}$"},
+    ):
+        constraint = JsonConstraint(tokenizer, schema, vocab_size=len(tokenizer))
+        text = random_generation(tokenizer, constraint, constraint.min_tokens + 30, 1)
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_unknown_backend_is_named(tokenizer) -> None:
+    with pytest.raises(ConfigurationError, match="llguidance, xgrammar"):
+        JsonConstraint(tokenizer, {"type": "integer"}, vocab_size=len(tokenizer), backend="x")

@@ -708,3 +708,40 @@ def test_pyautogui_bound_to_another_display_is_a_configuration_error(
     finally:
         other.terminate()
         other.wait()
+
+
+@needs_x
+def test_hover_and_clicks_holding_keys(app: App) -> None:
+    """hover moves the pointer only; ctrl/shift are held during the press (X state bits
+    4 and 1) and released after it."""
+    with DesktopComputer(monitor=1, settle=0.02) as desktop:
+        shot = desktop.screenshot()
+        x, y = _shot_pixel(app.centre("top_right"), desktop.region, shot.size)
+        before = len(app.events())
+        outcome = desktop.hover(x, y)
+        assert outcome.ok and outcome.message == f"moved the mouse to ({x}, {y})"
+        assert _inside({"x_root": _pointer()[0], "y_root": _pointer()[1]}, app.widgets["top_right"])
+        time.sleep(0.2)
+        assert [e for e in app.events()[before:] if e["event"] == "press"] == []
+        held = desktop.click(x, y, modifiers=["ctrl", "shift"])
+        assert held.ok and "holding ctrl+shift" in held.message
+        press = app.wait_for(lambda e: e["event"] == "press" and e["widget"] == "top_right")
+        assert press["state"] & 4 and press["state"] & 1
+        time.sleep(0.6)
+        app.mark = len(app.events())
+        assert desktop.click(x, y).ok
+        plain = app.wait_for(lambda e: e["event"] == "press" and e["widget"] == "top_right")
+        assert not plain["state"] & 5  # the keys were released
+
+
+@needs_x
+def test_settle_waits_for_a_still_screen(app: App) -> None:
+    """After an action the desktop captures until two captures match; on a still screen
+    that is one interval, and it never waits past the bound."""
+    with DesktopComputer(monitor=1, settle=1.0, settle_interval=0.05) as desktop:
+        desktop.screenshot()
+        waited = desktop.wait_until_still()
+        assert 0.04 <= waited < 0.5
+        assert desktop.last_settle_s == waited
+    with DesktopComputer(monitor=1, settle=0.0) as desktop:
+        assert desktop.wait_until_still() < 0.01

@@ -333,7 +333,8 @@ def test_response_format_json_schema_and_object(client: httpx.Client) -> None:
     ("body", "param"),
     [
         ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"max_tokens": 0}, "max_tokens"),
@@ -626,3 +627,72 @@ def test_gui_agent_through_chatopenai(openai_llm: Any, site: str, tmp_path: Path
     assert result.status in ("done", "failed", "max_steps", "error")
     assert result.record_path is not None and result.record_path.exists()
     assert result.steps >= 1
+
+
+# --------------------------------------------------------------------------- logprobs
+
+
+def test_logprobs_in_openai_format(client: httpx.Client) -> None:
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    body = ok(chat(client, logprobs=True, top_logprobs=3, max_tokens=8))
+    parsed = ChatCompletion.model_validate(body)  # the OpenAI SDK's own types
+    content = parsed.choices[0].logprobs.content
+    assert len(content) == body["usage"]["completion_tokens"]  # no end token: 8 tokens
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].logprob >= entry.logprob - 1e-6
+        assert bytes(entry.bytes or []).decode("utf-8", errors="replace") != "" or entry.token
+    assert "".join(e.token for e in content) == parsed.choices[0].message.content
+    plain = ok(chat(client, max_tokens=8))
+    assert plain["choices"][0]["logprobs"] is None
+
+    events = stream_events(client, logprobs=True, top_logprobs=3, max_tokens=8)
+    chunks = [ChatCompletionChunk.model_validate(e) for e in events[:-1]]
+    streamed = [
+        t
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for t in c.choices[0].logprobs.content
+    ]
+    assert [t.token for t in streamed] == [t.token for t in content]
+    for a, b in zip(streamed, content, strict=True):
+        assert abs(a.logprob - b.logprob) < 1e-4
+
+
+def test_logprobs_of_a_forced_tool_call(client: httpx.Client) -> None:
+    body = ok(
+        chat(client, tools=[CLICK_TOOL], tool_choice="required", logprobs=True, max_tokens=40)
+    )
+    content = body["choices"][0]["logprobs"]["content"]
+    arguments = body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    text = "".join(e["token"] for e in content)
+    assert text.startswith('{"name": "click", "arguments": ')
+    assert json.loads(text)["arguments"] == json.loads(arguments)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]},
+        {
+            "$defs": {
+                "n": {
+                    "type": "object",
+                    "properties": {"m": {"$ref": "#/$defs/m"}},
+                    "required": ["m"],
+                },
+                "m": {"type": "array", "items": {"$ref": "#/$defs/n"}, "minItems": 1},
+            },
+            "$ref": "#/$defs/n",
+        },
+    ],
+)
+def test_unsatisfiable_recursive_schema_is_400(client: httpx.Client, schema: dict) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "loop", "schema": schema}}
+    error = assert_error(chat(client, response_format=fmt), 400)
+    assert "no finite JSON value" in error["message"]
+    tool = {"type": "function", "function": {"name": "loop", "parameters": schema}}
+    error = assert_error(chat(client, tools=[tool], tool_choice="required"), 400)
+    assert "no finite JSON value" in error["message"]
+    ok(chat(client, max_tokens=2))  # the server is still fine

@@ -11,11 +11,14 @@ A policy is ``policy(page, instruction) -> Step``; `POLICIES` maps task names to
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from pydantic import Field
 
 from tests.support.browser import browser_skip_reason
 from tests.support.scripted_model import ScriptedModel, Step, click, done, type_into
@@ -135,6 +138,41 @@ def click_option(page: Page, instruction: str) -> Step:
     return _toggle_to(page, {name})
 
 
+SHOWN_SUGGESTIONS = (
+    "() => Array.from(document.querySelectorAll('ul.ui-autocomplete li'))"
+    ".filter(li => li.offsetParent !== null).map(li => li.textContent)"
+)
+"""The suggestions visible on the page (read when the screenshot is taken)."""
+
+
+def use_autocomplete(page: Page, instruction: str, shown: list[str]) -> Step:
+    """Type the start, pick the suggestion the screenshot showed, submit.
+
+    `shown` are the suggestions visible when the latest screenshot was taken: with none on
+    it the model submits what it typed, as a model seeing no list would.
+    """
+    parts = quoted(instruction)
+    start, end = parts[0], parts[1] if len(parts) > 1 else ""
+    if page.input_value("#tags") == "":
+        return type_into("#tags", start)
+    for i, text in enumerate(shown):
+        if text.startswith(start) and text.endswith(end):
+            return click(f"ul.ui-autocomplete li >> nth={i}")
+    return click("#subbtn")
+
+
+def choose_list(page: Page, instruction: str) -> Step:
+    """select_option on the native <select> by the option's text, then Submit."""
+    wanted = instruction.removeprefix("Select ").removesuffix(" from the list and click Submit.")
+    chosen = page.evaluate(
+        "() => { const s = document.getElementById('options');"
+        " return s.options[s.selectedIndex].textContent; }"
+    )
+    if chosen != wanted:
+        return Step(tool="select_option", args={"option": wanted}, selector="#options")
+    return click("#area button")
+
+
 POLICIES: dict[str, Policy] = {
     "click-test": click_test,
     "click-test-2": click_test_2,
@@ -148,7 +186,10 @@ POLICIES: dict[str, Policy] = {
     "enter-text": enter_text,
     "enter-password": enter_password,
     "login-user": login_user,
+    "choose-list": choose_list,
 }
+TIMING_TASKS = ("use-autocomplete",)
+"""Tasks whose scripted solver depends on what the screenshot showed (tools/bench_settle.py)."""
 
 
 # --------------------------------------------------------------------------- the model
@@ -170,4 +211,27 @@ class MiniWobScriptedModel(ScriptedModel):
             self.episode_over_answers += 1
             return done("the page ended the episode")
         instruction = " ".join(page.locator("#query").inner_text().split())
-        return POLICIES[task_of(page.url)](page, instruction)
+        task = task_of(page.url)
+        if task == "use-autocomplete":
+            return use_autocomplete(page, instruction, self.shown_at_capture)
+        return POLICIES[task](page, instruction)
+
+    shown_at_capture: list[str] = Field(default_factory=list)  # on the last screenshot
+
+    def model_post_init(self, context: object) -> None:
+        """Note, with each screenshot, what it shows (the page state at capture time)."""
+        super().model_post_init(context)
+        computer = self.computer
+        if computer is None or getattr(computer, "_capture_noted", False):
+            return
+        capture = computer.screenshot
+
+        def screenshot() -> object:
+            shot = capture()
+            with contextlib.suppress(Exception):
+                if task_of(computer.page.url) == "use-autocomplete":
+                    self.shown_at_capture = computer.page.evaluate(SHOWN_SUGGESTIONS)
+            return shot
+
+        computer.screenshot = screenshot
+        computer._capture_noted = True

@@ -21,11 +21,14 @@ from internvl_agent.actions import (
     Done,
     Drag,
     GoBack,
+    Hover,
     Navigate,
     PressKey,
     Scroll,
+    SelectOption,
     TargetedAction,
     TypeText,
+    UploadFile,
     Wait,
     action_tools,
     parse_action,
@@ -35,7 +38,7 @@ from tests.support.fakes import ToolCallingFake
 
 # The protocol: tool name -> argument names, in schema order. Changing it breaks prompts.
 PROTOCOL = {
-    "click": ["x", "y", "element", "button", "clicks"],
+    "click": ["x", "y", "element", "button", "clicks", "modifiers"],
     "type_text": ["text", "x", "y", "element", "submit"],
     "press_key": ["keys"],
     "scroll": ["direction", "amount", "x", "y", "element"],
@@ -45,19 +48,26 @@ PROTOCOL = {
     "wait": ["seconds"],
     "done": ["answer", "success"],
     "ask_user": ["question"],
+    "hover": ["x", "y", "element"],
+    "select_option": ["option", "x", "y", "element"],
+    "upload_file": ["path", "x", "y", "element"],
 }
 REQUIRED = {"type_text": ["text"], "press_key": ["keys"], "scroll": ["direction"]} | {
     "navigate": ["url"],
     "done": ["answer"],
     "ask_user": ["question"],
+    "select_option": ["option"],
+    "upload_file": ["path"],
 }
 
 
 def test_protocol_names() -> None:
     assert {name: list(model.model_fields) for name, model in ACTION_MODELS.items()} == PROTOCOL
     assert tuple(PROTOCOL) == BROWSER_ACTIONS
-    assert tuple(n for n in PROTOCOL if n not in ("navigate", "go_back")) == DESKTOP_ACTIONS
+    browser_only = ("navigate", "go_back", "select_option", "upload_file")
+    assert tuple(n for n in PROTOCOL if n not in browser_only) == DESKTOP_ACTIONS
     classes = [Click, TypeText, PressKey, Scroll, Drag, Navigate, GoBack, Wait, Done, AskUser]
+    classes += [Hover, SelectOption, UploadFile]
     assert [ACTION_MODELS[name] for name in PROTOCOL] == classes
     assert all(issubclass(c, Action) and c.tool_name for c in classes)
 
@@ -161,7 +171,7 @@ BAD = [
     ("click", {"x": 1, "y": 2, "clicks": 4}, ["`clicks`", "less than or equal to 3"]),
     ("click", {"x": 1, "y": 2, "clicks": 0}, ["`clicks`", "greater than or equal to 1"]),
     ("click", {"x": 1, "y": 2, "button": "back"}, ["`button`", "'left', 'right' or 'middle'"]),
-    ("click", {"element": "   "}, ["`element`", "at least 1 character"]),
+    ("click", {"element": "   "}, ["`element`", "not whitespace"]),
     ("click", {"x": 1, "y": 2, "elemnt": "OK"}, ["`elemnt` is not an argument of click"]),
     ("type_text", {}, ["`text` is required but missing", "exact text to type"]),
     ("type_text", {"text": ""}, ["`text`", "at least 1 character"]),
@@ -205,7 +215,7 @@ def test_parse_bad(name: str, args: Any, fragments: list[str]) -> None:
 def test_bad_message_lists_the_arguments() -> None:
     with pytest.raises(ActionValidationError) as info:
         parse_action("click", {"x": 1, "y": 2, "foo": 3})
-    assert "Arguments of click: x, y, element, button, clicks." in str(info.value)
+    assert "Arguments of click: x, y, element, button, clicks, modifiers." in str(info.value)
     assert "0..1000 of the latest screenshot" in str(info.value)
 
 
@@ -336,3 +346,112 @@ def test_navigate_adds_http_for_local_hosts_and_https_elsewhere() -> None:
     assert parse_action("navigate", {"url": "127.0.0.1:8000/x"}).url == "http://127.0.0.1:8000/x"
     assert parse_action("navigate", {"url": "localhost:3000"}).url == "http://localhost:3000"
     assert parse_action("navigate", {"url": "example.com"}).url == "https://example.com"
+
+
+# --- the schema says what validation checks (issue 10, part 5) ----------------------------
+
+
+def test_blank_class_is_exactly_what_strip_removes() -> None:
+    import re
+
+    from internvl_agent.actions import BLANK_CLASS, NON_BLANK_PATTERN
+
+    blank = re.compile(f"[{BLANK_CLASS}]")
+    every = map(chr, range(0x110000))
+    assert [c for c in every if bool(blank.fullmatch(c)) != c.isspace()] == []
+    pattern = re.compile(NON_BLANK_PATTERN)
+    for value in [" ", "\u3000\n", "\x1c", "", " a", "a\nb", "\x85é"]:
+        assert bool(pattern.search(value)) == bool(value.strip()), repr(value)
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("click", {}),
+        ("click", {"x": 5}),
+        ("click", {"x": 5, "element": "the OK button"}),
+        ("hover", {"y": 5}),
+        ("type_text", {"text": "a", "y": 3}),
+        ("drag", {"from_x": 1, "from_y": 2}),
+        ("drag", {"to_element": "b", "from_x": 1}),
+        ("select_option", {"option": "Red"}),
+        ("upload_file", {"path": "a.txt"}),
+    ],
+)
+def test_schema_rejects_what_validation_rejects(name: str, args: dict[str, Any]) -> None:
+    """Calls validation refuses are outside the JSON schema too (checked with jsonschema)."""
+    import jsonschema
+
+    schema = ACTION_MODELS[name].model_json_schema()
+    with pytest.raises(ActionValidationError):
+        parse_action(name, args)
+    assert not jsonschema.Draft202012Validator(schema).is_valid(args)
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("click", {"x": 5, "y": 6, "modifiers": ["ctrl", "shift"]}),
+        ("click", {"element": "the OK button"}),
+        ("type_text", {"text": "a"}),
+        ("drag", {"from_element": "a", "to_x": 1, "to_y": 2}),
+        ("navigate", {"url": "http://127.0.0.1:99999/"}),  # the browser reports the port
+        ("select_option", {"option": "Red", "element": "the colour list"}),
+    ],
+)
+def test_schema_accepts_what_validation_accepts(name: str, args: dict[str, Any]) -> None:
+    import jsonschema
+
+    schema = ACTION_MODELS[name].model_json_schema()
+    assert jsonschema.Draft202012Validator(schema).is_valid(args)
+    parse_action(name, args)
+
+
+def test_action_tools_keep_the_model_level_schema() -> None:
+    params = convert_to_openai_tool(action_tools(["click"])[0])["function"]["parameters"]
+    assert params["additionalProperties"] is False
+    assert [b["required"] for b in params["anyOf"]] == [["x", "y"], ["element"]]
+
+
+def test_modifiers_aliases_and_description() -> None:
+    click = parse_action("click", {"x": 1, "y": 2, "modifiers": ["Control", "shift", "cmd"]})
+    assert isinstance(click, Click) and click.modifiers == ["ctrl", "shift", "meta"]
+    assert click.describe() == "ctrl+shift+meta+click at (1, 2)"
+    with pytest.raises(ActionValidationError, match="modifiers"):
+        parse_action("click", {"x": 1, "y": 2, "modifiers": ["hyper"]})
+
+
+def test_execute_without_a_located_point_fails_cleanly() -> None:
+    from internvl_agent.actions import execute
+    from tests.unit.test_agent import FakeComputer
+
+    computer = FakeComputer()
+    for action in (
+        Click(element="the OK button"),
+        Hover(element="the menu"),
+        SelectOption(option="Red", element="the list"),
+        UploadFile(path="a.txt", element="the upload button"),
+        Drag(from_element="a", to_element="b"),
+    ):
+        outcome = execute(computer, action)
+        assert not outcome.ok and "needs a target point" in outcome.message
+    assert computer.done == []
+    hovered = execute(computer, Hover(x=1, y=2), point=(1, 2))
+    assert not hovered.ok and "hover is not available on a computer" in hovered.message
+
+
+def test_cli_output_schema_file(tmp_path: Any) -> None:
+    from internvl_agent.cli import load_output_schema
+
+    good = tmp_path / "s.json"
+    good.write_text('{"type": "object", "properties": {"n": {"type": "integer"}}}')
+    assert load_output_schema(good) == {"type": "object", "properties": {"n": {"type": "integer"}}}
+    assert load_output_schema(None) is None
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ConfigurationError, match="is not JSON"):
+        load_output_schema(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(ConfigurationError, match="must hold a JSON object"):
+        load_output_schema(tmp_path / "list.json")
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        load_output_schema(tmp_path / "missing.json")

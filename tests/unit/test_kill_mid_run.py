@@ -41,13 +41,25 @@ def test_sigkill_mid_run_keeps_every_line_valid(tmp_path: Path) -> None:
         text=True,
         cwd=ROOT,
     )
+    killed: Path | None = None
     try:
         assert proc.stdout is not None
-        proc.stdout.readline()  # one run finished: the next is in progress
-        time.sleep(0.3)
+        proc.stdout.readline()  # one run finished: the next ones follow
+        deadline = time.monotonic() + 30
+        while killed is None and time.monotonic() < deadline:
+            candidate = _run_in_progress(tmp_path)
+            if candidate is None:
+                time.sleep(0.01)
+                continue
+            os.kill(proc.pid, signal.SIGSTOP)  # frozen: the run cannot finish behind our back
+            if _run_in_progress(tmp_path) == candidate:
+                killed = candidate
+                break
+            os.kill(proc.pid, signal.SIGCONT)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+    assert killed is not None, "no run was caught in progress"
     runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert len(runs) >= 2
     for run in runs:
@@ -56,4 +68,19 @@ def test_sigkill_mid_run_keeps_every_line_valid(tmp_path: Path) -> None:
         data = load_run(run)
         assert data.problems == [], run.name
         assert write_report(run).is_file()
-    assert not load_run(runs[-1]).finished  # the one that was killed says so
+    unfinished = [run for run in runs if not load_run(run).finished]
+    assert unfinished == [killed]  # the one that was killed says so; every other one ended
+
+
+def _run_in_progress(root: Path) -> Path | None:
+    """A run folder whose run.json still says running and that has recorded a step."""
+    for run in root.iterdir():
+        steps = run / "steps.jsonl"
+        try:
+            running = json.loads((run / "run.json").read_text(encoding="utf-8"))["status"]
+            has_step = steps.is_file() and steps.stat().st_size > 0
+        except (OSError, ValueError, KeyError):
+            continue
+        if running == "running" and has_step:
+            return run
+    return None
