@@ -669,12 +669,14 @@ class GUIAgent:
         if refusal is not None:
             return refusal
         computer, point, end = self.computer, targets.point, targets.end
+        settled = computer.settle_seconds
         with step.timer.phase("action"):
             outcome = yield computer_call(
                 action.tool_name,
                 lambda: execute(computer, action, point=point, end=end, text=text),
             )
             outcome = yield from self.guard.keep_allowed(outcome, run.visits)
+        step.timer.move("action", "settle", computer.settle_seconds - settled)
         message = outcome.message
         if text is not None and isinstance(action, TypeText):
             # the computer may echo a cut-off copy of the text, which redaction cannot catch
@@ -814,15 +816,21 @@ class GUIAgent:
         """Write the step's screenshots and its (redacted) line in steps.jsonl; returns the
         redacted StepRecord, also what on_step gets. Never raises."""
         record = step.record
-        record.timings = step.timer.timings()
         shot = step.shot
         try:
             if shot is not None:
-                record.screenshot, record.marked_screenshot = run.recorder.save_screenshot(
-                    record.index, shot.image, step.point, step.box, png=shot.png_bytes()
-                )
+                with step.timer.phase("record"):
+                    record.screenshot, record.marked_screenshot = run.recorder.save_screenshot(
+                        record.index,
+                        lambda: shot.image,  # decoded on the writer thread if not yet
+                        step.point,
+                        step.box,
+                        png=shot.png_bytes(),
+                        background=True,
+                    )
         except Exception:
             logger.exception("could not save the screenshots of step %d", record.index)
+        record.timings = step.timer.timings()
         clean = StepRecord.model_validate(redact_value(record.model_dump(), self.redact))
         try:
             run.recorder.record_step(clean)

@@ -428,7 +428,8 @@ class DesktopComputer(Computer):
             logger.warning("desktop %s failed: %s", what, type(exc).__name__)
             return ActionOutcome(False, f"{what} failed: {type(exc).__name__}: {exc}")
         if self.settle:
-            time.sleep(self.settle)
+            with self.settling():
+                time.sleep(self.settle)
         return ActionOutcome(True, message)
 
     # ---------------------------------------------------------------- actions
