@@ -6,9 +6,10 @@ resize the image onto that canvas with bicubic filtering, cut the tiles row-majo
 thumbnail of the whole image when there is more than one tile, then scale to [0, 1] and
 normalize with the ImageNet mean and std into float32, channels-first.
 
-Speed comes from resizing once to the grid canvas (with the thumbnail resized in a second
-thread for large images) and normalizing each colour plane of the canvas straight into the
-output array with one multiply-add per plane.
+Speed comes from resizing once to the grid canvas, spreading that resize and the thumbnail's
+over threads for large images (cut along PIL's own passes, so the values are exactly those of
+one ``resize`` call), and normalizing each colour plane straight into the output array with
+one multiply-add per plane and tile column.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -50,7 +52,8 @@ _OFFSET = tuple(np.float32(-m / s) for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, 
 _CACHE_KEY_VERSION = "internvl-agent/images/v1"
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _HIGH_DEPTH_MODES = _SIXTEEN_BIT_MODES | {"I", "F"}
-# Below this many source pixels a second resize thread costs more than it saves.
+T = TypeVar("T")
+# Below this many source pixels more threads cost more than they save.
 _PARALLEL_RESIZE_MIN_PIXELS = 512 * 512
 
 
@@ -205,28 +208,31 @@ def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.resize((width, height), resample=Image.Resampling.BICUBIC)
 
 
-def _resize_in_thread(image: Image.Image, width: int, height: int) -> Callable[[], Image.Image]:
-    """Start a bicubic resize in a new thread; the returned callable joins and yields it.
+def _in_thread(work: Callable[[], T]) -> Callable[[], T]:
+    """Start ``work`` in a new thread; the returned callable joins it and yields its result
+    (or raises its exception).
 
-    PIL releases the GIL while resampling, so this overlaps with work on the caller's thread.
-    A thread per call (not a pool) keeps this safe across ``os.fork``.
+    PIL releases the GIL while resampling and numpy while normalizing, so this overlaps
+    with work on the caller's thread. A thread per call (not a pool) keeps this safe
+    across ``os.fork``.
     """
-    outcome: list[Image.Image | BaseException] = []
+    outcome: list[T | BaseException] = []
 
-    def work() -> None:
+    def run() -> None:
         try:
-            outcome.append(_resize(image, width, height))
+            outcome.append(work())
         except BaseException as exc:  # handed to the joining thread
             outcome.append(exc)
 
-    thread = threading.Thread(target=work, name="internvl-resize", daemon=True)
+    thread = threading.Thread(target=run, name="internvl-tiling", daemon=True)
     thread.start()
 
-    def join() -> Image.Image:
+    def join() -> T:
         thread.join()
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
-        return outcome[0]
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     return join
 
@@ -237,47 +243,137 @@ def tile_count(width: int, height: int, config: TilingConfig = DEFAULT_TILING) -
     return cols * rows + (1 if config.use_thumbnail and cols * rows > 1 else 0)
 
 
-def _canvas_and_thumbnail(
-    rgb: Image.Image, config: TilingConfig
-) -> tuple[tuple[int, int], Image.Image, Image.Image | None]:
-    """Chosen grid, the image resized onto the grid canvas, and the thumbnail if any.
+def _normalize_into(image: Image.Image, out: np.ndarray, x0: int = 0, y0: int = 0) -> None:
+    """Write ``image``, the part of the grid canvas whose top-left corner is (x0, y0), as
+    normalized tiles into ``out`` of shape (rows, cols, 3, T, T): one multiply-add per
+    colour plane and tile, straight into the output array."""
+    size = out.shape[-1]
+    width, height = image.size
+    planes = [np.asarray(band) for band in image.split()]
+    for row in range(y0 // size, (y0 + height - 1) // size + 1):
+        top, bottom = max(y0, row * size), min(y0 + height, (row + 1) * size)
+        for col in range(x0 // size, (x0 + width - 1) // size + 1):
+            left, right = max(x0, col * size), min(x0 + width, (col + 1) * size)
+            for channel, plane in enumerate(planes):
+                target = out[
+                    row,
+                    col,
+                    channel,
+                    top - row * size : bottom - row * size,
+                    left - col * size : right - col * size,
+                ]
+                source = plane[top - y0 : bottom - y0, left - x0 : right - x0]
+                np.multiply(source, _SCALE[channel], out=target)
+                target += _OFFSET[channel]
 
-    For large images the thumbnail is resized in a second thread alongside the canvas.
+
+@functools.lru_cache(maxsize=64)
+def _pass_order(source: tuple[int, int], target: tuple[int, int]) -> str | None:
+    """ "hv" or "vh": the order of the two passes of PIL's bicubic ``resize`` between these
+    sizes, or None when a probe cannot tell. PIL picks the order itself (it is not
+    documented and has changed between versions), so it is found once per pair of sizes by
+    comparing both orders, done one pass at a time, with one call on random pixels."""
+    (width, height), (new_width, new_height) = source, target
+    rng = np.random.default_rng(0)
+    probe = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    whole = _resize(probe, new_width, new_height).tobytes()
+    hv = _resize(_resize(probe, new_width, height), new_width, new_height).tobytes() == whole
+    vh = _resize(_resize(probe, width, new_height), new_width, new_height).tobytes() == whole
+    return "hv" if hv and not vh else "vh" if vh and not hv else None
+
+
+def _horizontal_in_rows(image: Image.Image, width: int) -> Image.Image:
+    """PIL's horizontal pass to ``width``, the two halves of the rows in two threads."""
+    if image.height < 2:
+        return _resize(image, width, image.height)
+    mid = image.height // 2
+    top = _in_thread(lambda: _resize(image.crop((0, 0, image.width, mid)), width, mid))
+    bottom = _resize(image.crop((0, mid, image.width, image.height)), width, image.height - mid)
+    joined = Image.new("RGB", (width, image.height))
+    joined.paste(top(), (0, 0))
+    joined.paste(bottom, (0, mid))
+    return joined
+
+
+def _vertical_in_columns(image: Image.Image, height: int) -> Image.Image:
+    """PIL's vertical pass to ``height``, the two halves of the columns in two threads."""
+    if image.width < 2:
+        return _resize(image, image.width, height)
+    mid = image.width // 2
+    left = _in_thread(lambda: _resize(image.crop((0, 0, mid, image.height)), mid, height))
+    right = _resize(image.crop((mid, 0, image.width, image.height)), image.width - mid, height)
+    joined = Image.new("RGB", (image.width, height))
+    joined.paste(left(), (0, 0))
+    joined.paste(right, (mid, 0))
+    return joined
+
+
+def _canvas_into(rgb: Image.Image, out: np.ndarray, parallel: bool) -> None:
+    """Resize ``rgb`` onto the grid canvas and write its normalized tiles into ``out``.
+
+    In parallel, the bicubic resize is cut along PIL's own two passes, in PIL's order, so
+    that every piece is computed exactly as in one ``resize`` call: the first pass on two
+    bands across it (a one-axis resize of each), then the second pass on two bands across
+    that, each thread normalizing its own band.
     """
-    grid = choose_grid(rgb.width, rgb.height, config)
-    size = config.tile_size
-    if not (config.use_thumbnail and grid[0] * grid[1] > 1):
-        return grid, _resize(rgb, grid[0] * size, grid[1] * size), None
-    if rgb.width * rgb.height < _PARALLEL_RESIZE_MIN_PIXELS:
-        return grid, _resize(rgb, grid[0] * size, grid[1] * size), _resize(rgb, size, size)
-    thumbnail = _resize_in_thread(rgb, size, size)
-    canvas = _resize(rgb, grid[0] * size, grid[1] * size)
-    return grid, canvas, thumbnail()
-
-
-def _normalize_into(image: Image.Image, out: np.ndarray) -> None:
-    """Write ``image`` as normalized tiles into ``out`` of shape (rows, cols, 3, T, T)."""
     rows, cols, _, size, _ = out.shape
-    for channel, band in enumerate(image.split()):
-        plane = np.asarray(band).reshape(rows, size, cols, size).transpose(0, 2, 1, 3)
-        target = out[:, :, channel]
-        np.multiply(plane, _SCALE[channel], out=target)
-        target += _OFFSET[channel]
+    width, height = cols * size, rows * size
+    order = "hv" if width == rgb.width or height == rgb.height else None
+    if parallel and order is None:
+        order = _pass_order(rgb.size, (width, height))
+    if not parallel or order is None or min(width, height) < 2:
+        _normalize_into(_resize(rgb, width, height), out)
+        return
+    if order == "hv":
+        first = _horizontal_in_rows(rgb, width) if width != rgb.width else rgb
+        mid = (cols // 2) * size if cols > 1 else width // 2
+        bands = [(0, 0, mid, first.height), (mid, 0, width, first.height)]
+    else:
+        first = _vertical_in_columns(rgb, height)
+        mid = (rows // 2) * size if rows > 1 else height // 2
+        bands = [(0, 0, first.width, mid), (0, mid, first.width, height)]
+
+    def finish(box: tuple[int, int, int, int]) -> None:
+        x0, y0, x1, y1 = box
+        band_width = x1 - x0 if order == "hv" else width
+        band_height = height if order == "hv" else y1 - y0
+        piece = first.crop(box)
+        if piece.size != (band_width, band_height):
+            piece = _resize(piece, band_width, band_height)
+        _normalize_into(piece, out, x0, y0)
+
+    other = _in_thread(lambda: finish(bands[0]))
+    finish(bands[1])
+    other()
 
 
 def preprocess_image(
     image: Image.Image, config: TilingConfig = DEFAULT_TILING
 ) -> PreprocessedImage:
-    """Tile and normalize one image into float32 ``pixel_values`` (tiles, 3, T, T)."""
+    """Tile and normalize one image into float32 ``pixel_values`` (tiles, 3, T, T).
+
+    For large images the work is spread over threads (the thumbnail in one, the canvas cut
+    as `_canvas_into` says); every value is the same as with one thread.
+    """
     rgb = to_rgb(image)
-    grid, canvas, thumbnail = _canvas_and_thumbnail(rgb, config)
+    grid = choose_grid(rgb.width, rgb.height, config)
     cols, rows = grid
     size = config.tile_size
-    num_tiles = cols * rows + (thumbnail is not None)
-    pixel_values = np.empty((num_tiles, 3, size, size), dtype=np.float32)
-    _normalize_into(canvas, pixel_values[: cols * rows].reshape(rows, cols, 3, size, size))
-    if thumbnail is not None:
-        _normalize_into(thumbnail, pixel_values[-1:].reshape(1, 1, 3, size, size))
+    thumbnail = config.use_thumbnail and cols * rows > 1
+    pixel_values = np.empty((cols * rows + thumbnail, 3, size, size), dtype=np.float32)
+    canvas = pixel_values[: cols * rows].reshape(rows, cols, 3, size, size)
+    parallel = rgb.width * rgb.height >= _PARALLEL_RESIZE_MIN_PIXELS and cols * size > 1
+    target = pixel_values[-1:].reshape(1, 1, 3, size, size)
+
+    def make_thumbnail() -> None:
+        _normalize_into(_resize(rgb, size, size), target)
+
+    thumb = _in_thread(make_thumbnail) if thumbnail and parallel else None
+    if thumbnail and not parallel:
+        make_thumbnail()
+    _canvas_into(rgb, canvas, parallel)
+    if thumb is not None:
+        thumb()
     return PreprocessedImage(pixel_values=pixel_values, grid=grid, original_size=rgb.size)
 
 

@@ -302,7 +302,7 @@ def test_pixel_values_are_the_model_cards_normalized_tiles(
 
 
 def test_resize_thread_errors_reach_the_caller() -> None:
-    join = images_module._resize_in_thread(Image.new("RGB", (600, 600)), -1, 5)
+    join = images_module._in_thread(lambda: images_module._resize(Image.new("RGB", (6, 6)), -1, 5))
     with pytest.raises(ValueError, match="must be > 0"):
         join()
 
