@@ -62,6 +62,15 @@ def page(step: int, size: tuple[int, int] = (1280, 800)) -> Image.Image:
     return image
 
 
+class LongRunInternVL(ChatInternVL):
+    """ChatInternVL offered every action but ``done``: a random model must not end the run
+    early (the agent still validates and records every reply as usual)."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        kept = [tool for tool in tools if getattr(tool, "name", None) != "done"]
+        return super().bind_tools(kept, **kwargs)
+
+
 class SyntheticComputer(Computer):
     """A screen that changes after every action; every action succeeds."""
 
@@ -109,7 +118,7 @@ class SyntheticComputer(Computer):
 def agent_run(args: argparse.Namespace, model: Any, tokenizer: Any) -> None:
     """Part 1: RSS per step of a long agent run."""
     engine = register_model("memory-run", model, tokenizer)
-    llm = ChatInternVL(
+    llm = LongRunInternVL(
         model="memory-run",
         device="cpu",
         dtype="float32",
