@@ -764,6 +764,7 @@ class GUIAgent:
         if refusal is not None:
             return refusal
         computer, point, end = self.computer, targets.point, targets.end
+        settled = computer.settle_seconds
         with step.timer.phase("action"):
             outcome = yield computer_call(
                 action.tool_name,
@@ -778,6 +779,7 @@ class GUIAgent:
                 ),
             )
             outcome = yield from self.guard.keep_allowed(outcome, run.visits)
+        step.timer.move("action", "settle", computer.settle_seconds - settled)
         message = outcome.message
         if text is not None and isinstance(action, TypeText):
             # execute never passes on the computer's echo of a secret; say what was typed
@@ -919,17 +921,23 @@ class GUIAgent:
         """Write the step's screenshots and its (redacted) line in steps.jsonl; returns the
         redacted StepRecord, also what on_step gets. Never raises."""
         record = step.record
-        record.timings = step.timer.timings()
         shot = step.shot
         recorder = run.recorder
         try:
             if shot is not None:
-                record.screenshot, record.marked_screenshot = recorder.save_screenshot(
-                    record.index, shot.image, step.point, step.box, png=shot.png_bytes()
-                )
+                with step.timer.phase("record"):
+                    record.screenshot, record.marked_screenshot = recorder.save_screenshot(
+                        record.index,
+                        lambda: shot.image,  # decoded on the writer thread if not yet
+                        step.point,
+                        step.box,
+                        png=shot.png_bytes(),
+                        background=True,
+                    )
         except Exception as exc:
             logger.exception("could not save the screenshots of step %d", record.index)
             recorder.lost(f"the screenshots of step {record.index}", exc)
+        record.timings = step.timer.timings()
         try:
             data = redact_value(json_safe(record.model_dump()), self.redact)
             clean = StepRecord.model_validate(data)
