@@ -6,7 +6,7 @@ Layout of one run folder (``root/<YYYYmmdd-HHMMSS>-<id>/``)::
     steps.jsonl           one StepRecord per line, appended and fsync'd as each step ends
     step-001.png          the screenshot the model saw at step 1 (lossless)
     step-001-marked.png   the same with the action point and grounded box drawn on it
-                          (``.jpg`` instead when that is smaller for a large, photo-like shot)
+                          (``.jpg`` instead when the raw PNG is large: a photo-like shot)
     report.html           self-contained replay (report.write_report, called after finish())
 
 The recorder writes what it is given: the agent hands it text already redacted (see
@@ -17,6 +17,13 @@ surrogates become U+FFFD, integers too long to print become a short text, non-st
 unknown objects become text). If a write still fails (disk full), the step is counted as lost
 and run.json says ``"record_incomplete": true`` with the reasons; the agent reports such a run
 as an error, never as "done" with a partial record.
+
+Cost per step: the raw screenshot is the computer's own PNG, written as is (never decoded or
+re-encoded). The marked copy must be drawn and encoded; ``save_screenshot(background=True)``
+(what the agent uses) hands that to one writer thread so the step does not wait for it: the
+step's line is still written and fsync'd when the step ends, the marked file follows, and
+``finish()`` waits for it. A crash in between loses at most the marked copy of the last steps
+(the report then shows the raw screenshot).
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ import json
 import logging
 import math
 import os
+import queue
 import secrets as _secrets
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,8 +58,10 @@ RUN_FILE = "run.json"
 STEPS_FILE = "steps.jsonl"
 REPORT_FILE = "report.html"
 RUNNING = "running"
-# A marked screenshot whose PNG is larger than this is also tried as JPEG; the smaller is kept.
+# A marked screenshot of a raw PNG larger than this is written as JPEG (photo-like screens).
 MARKED_PNG_LIMIT = 512 * 1024
+# Marked screenshots waiting for the writer thread; a step blocks when this many are pending.
+MARKED_QUEUE_SIZE = 4
 
 Num = int | float
 
@@ -106,7 +117,9 @@ class PhaseSeconds(_Model):
     """Seconds per phase of a step (or summed over a run).
 
     ``grounding_model`` is the grounding model call; ``grounding`` is everything else the
-    grounding phase did (prompting, parsing, scaling).
+    grounding phase did (prompting, parsing, scaling). ``settle`` is the computer waiting for
+    the page or screen to settle after the action (``Computer.settle_seconds``), not part of
+    ``action``. ``record`` is writing the step's screenshots (the line itself comes after).
     """
 
     capture: float = 0.0
@@ -114,18 +127,20 @@ class PhaseSeconds(_Model):
     grounding_model: float = 0.0
     grounding: float = 0.0
     action: float = 0.0
+    settle: float = 0.0
+    record: float = 0.0
     total: float = 0.0
 
 
 class StepTimings(PhaseSeconds):
-    """The phases of one step. Framework overhead is everything except model calls:
-    ``total - model - grounding_model``."""
+    """The phases of one step. Framework overhead is everything except the model calls and
+    the page's own settling: ``total - model - grounding_model - settle``."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def framework_overhead(self) -> float:
-        """Seconds not spent in a model call (never negative)."""
-        return max(0.0, self.total - self.model - self.grounding_model)
+        """Seconds not spent in a model call or settling (never negative)."""
+        return max(0.0, self.total - self.model - self.grounding_model - self.settle)
 
 
 class StepRecord(_Model):
@@ -210,7 +225,7 @@ class RunData:
 class PhaseTimer:
     """Times the phases of one step: ``with timer.phase("model"): ...``; then ``timings()``."""
 
-    _PHASES = ("capture", "model", "grounding_model", "grounding", "action")
+    _PHASES = ("capture", "model", "grounding_model", "grounding", "action", "settle", "record")
 
     def __init__(self) -> None:
         self._start = time.perf_counter()
@@ -226,6 +241,16 @@ class PhaseTimer:
             yield
         finally:
             self._spent[name] = self._spent.get(name, 0.0) + time.perf_counter() - t0
+
+    def move(self, source: str, target: str, seconds: float) -> None:
+        """Count ``seconds`` already timed in phase ``source`` as phase ``target`` instead."""
+        for name in (source, target):
+            if name not in self._PHASES:
+                raise ValueError(f"unknown phase {name!r}; use one of {', '.join(self._PHASES)}")
+        seconds = min(max(0.0, seconds), self._spent.get(source, 0.0))
+        if seconds:
+            self._spent[source] -= seconds
+            self._spent[target] = self._spent.get(target, 0.0) + seconds
 
     def timings(self) -> StepTimings:
         """The phases so far, with ``total`` = time since the timer was made."""
@@ -330,19 +355,73 @@ def truncate(text: str, max_chars: int) -> str:
 # --------------------------------------------------------------------------- screenshots
 
 
-def _encode_marked(img: Image.Image) -> tuple[bytes, str]:
-    """PNG, or JPEG where the PNG is large and the JPEG smaller (photo-like screens)."""
-    png = _encode(img, "PNG")
-    if len(png) <= MARKED_PNG_LIMIT:
-        return png, "png"
-    jpg = _encode(img, "JPEG", quality=85)
-    return (jpg, "jpg") if len(jpg) < len(png) else (png, "png")
+def _marked_extension(raw_png: bytes) -> str:
+    """``png``, or ``jpg`` for a large (photo-like) screenshot, decided before encoding."""
+    return "jpg" if len(raw_png) > MARKED_PNG_LIMIT else "png"
+
+
+def _encode_marked(image: Image.Image, point: Point | None, box: Box | None, ext: str) -> bytes:
+    """Draw the point and box on a copy of ``image`` and encode it as ``ext``."""
+    marked = draw_box(image, box=box, point=point)
+    if ext == "jpg":
+        return _encode(marked, "JPEG", quality=85)
+    return _encode(marked, "PNG", compress_level=1)
 
 
 def _encode(img: Image.Image, fmt: str, **params: Any) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **params)
     return buf.getvalue()
+
+
+class _Writer:
+    """One daemon thread writing files handed to it, in order; ``flush()`` waits for them.
+
+    The queue is bounded, so a slow disk slows the steps down instead of piling up images.
+    A job that fails is logged and skipped.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Path, Callable[[], bytes]] | None] = queue.Queue(
+            MARKED_QUEUE_SIZE
+        )
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, path: Path, make: Callable[[], bytes]) -> None:
+        """Write ``make()`` (bytes) to ``path`` atomically, on the writer thread."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._work, name="internvl-record-writer", daemon=True
+                )
+                self._thread.start()
+        self._jobs.put((path, make))
+
+    def flush(self) -> None:
+        """Wait until every job handed in so far is written (or has failed)."""
+        if self._thread is not None:
+            self._jobs.join()
+
+    def close(self) -> None:
+        """Flush and stop the thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        self._thread = None
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                path, make = job
+                atomic_write(path, make())
+            except Exception:
+                logger.exception("could not write %s", job[0] if job else "?")
+            finally:
+                self._jobs.task_done()
 
 
 # --------------------------------------------------------------------------- recorder
@@ -373,6 +452,7 @@ class RunRecorder:
         self._status = RUNNING
         self._final: RunInfo | None = None
         self._problems: list[str] = []  # writes that failed: the record is incomplete
+        self._writer = _Writer()
         (self._path / STEPS_FILE).touch()
         self._write_run_json(self._info())
 
@@ -403,6 +483,7 @@ class RunRecorder:
         recorder._status = RUNNING
         recorder._final = None
         recorder._problems = list(data.info.record_problems) + data.problems
+        recorder._writer = _Writer()
         return recorder
 
     @property
@@ -437,25 +518,40 @@ class RunRecorder:
     def save_screenshot(
         self,
         index: int,
-        image: Image.Image,
+        image: Image.Image | Callable[[], Image.Image],
         point: Point | None = None,
         box: Box | None = None,
         *,
         png: bytes | None = None,
+        background: bool = False,
     ) -> tuple[str, str]:
         """Write ``step-NNN.png`` and a marked copy; return both file names.
 
         ``point`` and ``box`` are screenshot pixels (convert a 0..1000 box first). ``png``:
-        the image already encoded as PNG (e.g. what was sent to the model), written as is.
+        the image already encoded as PNG (e.g. the computer's capture), written as is.
+        ``background``: draw, encode and write the marked copy on the writer thread (the
+        raw one is written before this returns); ``flush()`` or ``finish()`` waits for it.
+        ``image`` may be a callable giving it (a capture decoded only when first needed: then
+        only the writer thread decodes it); it must not change afterwards (captures never do).
         """
         if index < 0:
             raise ValueError(f"step index must be >= 0, got {index}")
         raw_name = f"step-{index:03d}.png"
-        atomic_write(self._path / raw_name, png if png is not None else _encode(image, "PNG"))
-        data, ext = _encode_marked(draw_box(image, box=box, point=point))
+        get = image if callable(image) else lambda: image
+        raw = png if png is not None else _encode(get(), "PNG")
+        atomic_write(self._path / raw_name, raw)
+        ext = _marked_extension(raw)
         marked_name = f"step-{index:03d}-marked.{ext}"
-        atomic_write(self._path / marked_name, data)
+        target = self._path / marked_name
+        if background:
+            self._writer.submit(target, lambda: _encode_marked(get(), point, box, ext))
+        else:
+            atomic_write(target, _encode_marked(get(), point, box, ext))
         return raw_name, marked_name
+
+    def flush(self) -> None:
+        """Wait until the marked screenshots handed to the writer thread are on disk."""
+        self._writer.flush()
 
     def record_step(self, step: StepRecord) -> None:
         """Append one finished step to steps.jsonl and make it durable (flush + fsync)."""
@@ -476,6 +572,7 @@ class RunRecorder:
             raise ValueError(f"finish() needs a final status, not {status!r}")
         answer = None if answer is None else safe_text(answer)
         error = None if error is None else safe_text(error)
+        self._writer.close()  # the report reads the marked screenshots
         self._status = status
         info = self._info(answer=answer, error=error)
         info.ended_at = _now_iso()

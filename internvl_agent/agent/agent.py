@@ -892,12 +892,9 @@ class GUIAgent:
         path = run.recorder.path / (frame["path"] if frame else _frame_name(index))
         if not path.is_file():
             return None
-        png = path.read_bytes()
-        image = Image.open(path)
-        image.load()
         url = frame.get("url") if frame else None
         title = frame.get("title") if frame else None
-        shot = Screenshot(image, url=url, title=title, png=png)
+        shot = Screenshot(url=url, title=title, png=path.read_bytes())  # decoded when needed
         run.live.shots[index] = shot
         return shot
 
@@ -1161,6 +1158,7 @@ class GUIAgent:
         """interrupt() until the resume value reads as a decision; an edit is validated
         like the model's action. Returns (Approval, the edited action or None)."""
         request = yield Blocking(lambda: self._approval_request(run, step, action, risk))
+        yield Blocking(run.recorder.flush)  # the run may be resumed elsewhere: files on disk
         error: str | None = None
         while True:
             value = interrupt({**request, "error": error})
@@ -1244,7 +1242,7 @@ class GUIAgent:
         action = step.action
         assert action is not None
         if isinstance(action, AskUser):
-            step.outcome = yield from self._ask(mode, step, action.question)
+            step.outcome = yield from self._ask(mode, run, step, action.question)
             return
         if (yield from self._ensure_observed(run, step)) or not step.located:
             # captured again (another process resumed the run): locate on the new screen,
@@ -1268,12 +1266,11 @@ class GUIAgent:
         assert step.shot is not None
         step.outcome = yield from self._act(run, step, action, step.shot)
 
-    def _ask(self, mode: _Mode, step: _Step, question: str) -> Steps:
+    def _ask(self, mode: _Mode, run: _Run, step: _Step, question: str) -> Steps:
         """The ask_user outcome: interrupt() until the resume value reads as an answer."""
-        if False:  # a generator, as every phase is
-            yield
         if not mode.can_ask:
             return nobody_to_ask()
+        yield Blocking(run.recorder.flush)  # the run may be resumed elsewhere: files on disk
         request: QuestionRequest = {
             "type": "ask_user",
             "step": step.record.index,
@@ -1300,7 +1297,6 @@ class GUIAgent:
             record.error = self.redact(f"internal error: {type(exc).__name__}: {exc}")
             step.ending = ("error", None, record.error)
         run.steps = record.index
-        record.timings = StepTimings(**self._timings(step))
         try:
             clean = yield Blocking(lambda: self._record(run, step))
         except BaseException as exc:
@@ -1591,6 +1587,7 @@ class GUIAgent:
             # judged again on where the keys go once the field is clicked
             check_focus = self.guard.typing_check(step.page_url or shot.url)
         computer, point, end = self.computer, step.point, step.end
+        settled = computer.settle_seconds
         with step.timer.phase("action"):
             outcome = yield computer_call(
                 action.tool_name,
@@ -1605,6 +1602,7 @@ class GUIAgent:
                 ),
             )
             outcome = yield from self.guard.keep_allowed(outcome, run.visits)
+        step.timer.move("action", "settle", computer.settle_seconds - settled)
         message = outcome.message
         if text is not None and isinstance(action, TypeText):
             # execute never passes on the computer's echo of a secret; say what was typed
@@ -1750,12 +1748,19 @@ class GUIAgent:
         recorder = run.recorder
         try:
             if shot is not None:
-                record.screenshot, record.marked_screenshot = recorder.save_screenshot(
-                    record.index, shot.image, step.point, step.box, png=shot.png_bytes()
-                )
+                with step.timer.phase("record"):
+                    record.screenshot, record.marked_screenshot = recorder.save_screenshot(
+                        record.index,
+                        lambda: shot.image,  # decoded on the writer thread if not yet
+                        step.point,
+                        step.box,
+                        png=shot.png_bytes(),
+                        background=True,
+                    )
         except Exception as exc:
             logger.exception("could not save the screenshots of step %d", record.index)
             recorder.lost(f"the screenshots of step {record.index}", exc)
+        record.timings = StepTimings(**self._timings(step))  # the earlier nodes' phases too
         try:
             data = redact_value(json_safe(record.model_dump()), self.redact)
             clean = StepRecord.model_validate(data)

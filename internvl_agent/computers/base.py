@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import abc
 import base64
+import contextlib
 import io
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,25 +30,63 @@ RequestFilter = Callable[[str], bool]
 """A URL -> whether the computer may send a request for it."""
 
 
-@dataclass
 class Screenshot:
     """One capture of the screen or page, as the model sees it.
 
-    It is encoded at most once: `png` is the computer's own PNG of `image` when it has one,
-    else `png_bytes()` encodes it on first use; the model gets `content_block(model)`, the run
-    record the same PNG bytes.
+    Built from a PIL ``image``, or from the computer's own ``png`` bytes alone (a browser's
+    capture): then ``image`` is decoded from them on first use, once and thread-safely, so a
+    step whose model takes a data URL never decodes the PNG at all (the recorder's writer
+    thread does, to draw the marked copy). It is encoded at most once: ``png`` is the
+    computer's own PNG when it has one, else ``png_bytes()`` encodes ``image`` on first use;
+    the model gets ``content_block(model)``, the run record the same PNG bytes.
     """
 
-    image: Image.Image
-    url: str | None = None
-    title: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
-    png: bytes | None = field(default=None, repr=False)
-    _data_url: str | None = field(default=None, init=False, repr=False, compare=False)
+    def __init__(
+        self,
+        image: Image.Image | None = None,
+        url: str | None = None,
+        title: str | None = None,
+        extra: dict[str, object] | None = None,
+        png: bytes | None = None,
+    ) -> None:
+        if image is None and png is None:
+            raise ValueError("a Screenshot needs an image or its PNG bytes")
+        self._image = image
+        self.url = url
+        self.title = title
+        self.extra: dict[str, object] = {} if extra is None else extra
+        self.png = png
+        self._data_url: str | None = None
+        self._lock = threading.Lock()
+        if image is not None:
+            self._size: tuple[int, int] = image.size
+        else:
+            assert png is not None
+            with Image.open(io.BytesIO(png)) as header:  # reads the header only
+                if header.format != "PNG":
+                    raise ValueError(f"expected PNG bytes, got {header.format}")
+                self._size = header.size
+
+    def __repr__(self) -> str:
+        width, height = self._size
+        return f"Screenshot({width}x{height}, url={self.url!r}, title={self.title!r})"
+
+    @property
+    def image(self) -> Image.Image:
+        """The pixels as a PIL image (decoded from ``png`` on first use)."""
+        if self._image is None:
+            with self._lock:
+                if self._image is None:
+                    assert self.png is not None
+                    image = Image.open(io.BytesIO(self.png))
+                    image.load()
+                    self._image = image
+        return self._image
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.image.size
+        """(width, height) in pixels, known without decoding."""
+        return self._size
 
     def png_bytes(self) -> bytes:
         """The image as PNG (encoded once, with a fast zlib level: lossless like any PNG)."""
@@ -88,9 +129,24 @@ class ActionOutcome:
 
 
 class Computer(abc.ABC):
-    """A screen the agent can look at and act on."""
+    """A screen the agent can look at and act on.
+
+    ``settle_seconds`` adds up the time the computer spent waiting for the screen or page to
+    settle (after actions, in ``wait``): the agent records it as the step's ``settle`` phase,
+    apart from the framework's own overhead.
+    """
 
     kind: str = "computer"
+    settle_seconds: float = 0.0
+
+    @contextlib.contextmanager
+    def settling(self) -> Iterator[None]:
+        """Count the time spent inside the block into ``settle_seconds``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.settle_seconds += time.perf_counter() - start
 
     @abc.abstractmethod
     def screenshot(self) -> Screenshot:
@@ -156,9 +212,8 @@ class Computer(abc.ABC):
 
     def wait(self, seconds: float) -> ActionOutcome:
         """Let the screen settle for `seconds`."""
-        import time
-
-        time.sleep(max(0.0, seconds))
+        with self.settling():
+            time.sleep(max(0.0, seconds))
         return ActionOutcome(True, f"waited {seconds:g}s")
 
     def is_blocked(self, keys: str) -> bool:

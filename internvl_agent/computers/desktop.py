@@ -440,7 +440,8 @@ class DesktopComputer(Computer):
             # The type only: an exception's text can carry what was being typed.
             logger.warning("desktop %s failed: %s", what, type(exc).__name__)
             return ActionOutcome(False, f"{what} failed: {type(exc).__name__}: {exc}")
-        self.wait_until_still()
+        with self.settling():
+            self.wait_until_still()
         return ActionOutcome(True, message)
 
     def _grab_bytes(self) -> bytes:

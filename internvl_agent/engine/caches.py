@@ -109,6 +109,28 @@ def _tensor_bytes(tensor: Any) -> int:
     return int(tensor.numel() * tensor.element_size())
 
 
+def kv_bytes(kv: Any) -> int:
+    """Bytes a transformers KV cache holds: the storage behind its key and value tensors
+    (a cropped cache still holds the storage it was cut from)."""
+    tensors: list[Any] = []
+    for layer in getattr(kv, "layers", None) or ():
+        tensors += [getattr(layer, "keys", None), getattr(layer, "values", None)]
+    tensors += [*getattr(kv, "key_cache", ()), *getattr(kv, "value_cache", ())]
+    seen: set[int] = set()
+    total = 0
+    for tensor in tensors:
+        if tensor is None or not hasattr(tensor, "untyped_storage"):
+            continue
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += int(storage.nbytes())
+    return total
+
+
+DEFAULT_PREFIX_CACHE_BYTES = 1024 * 1024 * 1024
+
+
 class VisionCache:
     """Image features by key, bounded by bytes (features stay on the model's device)."""
 
@@ -166,11 +188,17 @@ class PrefixCache:
     compared by a *signature*: token ids with every image token replaced by a marker of that
     image's content, so two different screenshots never share KV. Entries are handed over, not
     copied: the caller extends the cache during generation and stores it back afterwards.
+
+    Bounded by entries and by bytes (``max_bytes``, the KV tensors' storage): a long agent run
+    has ever longer prompts, so without a byte cap two entries could grow without end.
     """
 
-    def __init__(self, max_entries: int = 2):
+    def __init__(self, max_entries: int = 2, max_bytes: int | None = DEFAULT_PREFIX_CACHE_BYTES):
         self.max_entries = max_entries
-        self._lru: LRU[int, tuple[tuple[int, ...], Any]] = LRU(max_entries)
+        self.max_bytes = max_bytes
+        self._lru: LRU[int, tuple[tuple[int, ...], Any]] = LRU(
+            max_entries, max_size=max_bytes, size=lambda entry: kv_bytes(entry[1])
+        )
         self._lock = threading.Lock()  # one take() at a time: find the best entry, then pop it
         self._next = 0
         self.hits = 0
@@ -208,3 +236,11 @@ class PrefixCache:
 
     def clear(self) -> None:
         self._lru.clear()
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the KV caches stored now."""
+        return self._lru.total_size
+
+    def __len__(self) -> int:
+        return len(self._lru)

@@ -259,6 +259,27 @@ def test_screenshot_metadata_and_outside_points(scaled: BrowserComputer, site: s
     assert scaled.page.evaluate("window.presses") == []
 
 
+def test_capture_is_playwrights_viewport_screenshot_pixel_for_pixel(
+    scaled: BrowserComputer, site: str
+) -> None:
+    """The CDP capture (fast lossless PNG) has the region, size and pixels of Playwright's
+    page.screenshot(), at every scale factor and scrolled; its PNG is kept as is."""
+    import io
+
+    from PIL import Image
+
+    scaled.page.set_viewport_size({"width": VIEWPORTS[0][0], "height": VIEWPORTS[0][1]})
+    open_page(scaled, site + "shop.html")
+    for scrolled in (False, True):
+        if scrolled:
+            scaled.page.evaluate("window.scrollTo(0, 250)")
+        shot = scaled.screenshot()
+        theirs = Image.open(io.BytesIO(scaled.page.screenshot(type="png", caret="initial")))
+        assert shot.size == theirs.size
+        assert shot.image.convert("RGB").tobytes() == theirs.convert("RGB").tobytes()
+        assert shot.png_bytes() is shot.png
+
+
 # --------------------------------------------------------------------------- actions
 
 

@@ -8,6 +8,7 @@ import base64
 import io
 import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -394,3 +395,59 @@ def test_a_failing_report_keeps_the_result_and_run_json(
     info = json.loads((result.record_path / "run.json").read_text())
     assert info["status"] == "done" and info["report"] is None
     assert not (result.record_path / "report.html").exists()
+
+
+class _SettlingComputer(FakeComputer):
+    """Every action waits 0.05 s for the screen to settle; its captures are PNG bytes only."""
+
+    def screenshot(self) -> Screenshot:
+        buffer = io.BytesIO()
+        Image.new("RGB", (200, 100), "white").save(buffer, "PNG")
+        return Screenshot(png=buffer.getvalue(), url="http://fake.test/")
+
+    def _ok(self, what: str) -> ActionOutcome:
+        with self.settling():
+            time.sleep(0.05)
+        return super()._ok(what)
+
+
+def test_settling_is_its_own_phase_and_not_overhead(tmp_path: Path) -> None:
+    from internvl_agent.records import load_run
+
+    computer = _SettlingComputer()
+    model = ScriptedModel(script=[call("press_key", keys="Tab"), done("ok")])
+    result = GUIAgent(model, computer, record_dir=tmp_path).run("t")
+    assert result.status == "done"
+    step = load_run(result.record_path).steps[0]
+    t = step.timings
+    assert t.settle >= 0.05 and t.action < t.settle
+    assert t.framework_overhead == pytest.approx(t.total - t.model - t.settle)
+    assert computer.settle_seconds == pytest.approx(t.settle, abs=1e-6)
+    assert (result.record_path / step.marked_screenshot).is_file()  # finish() waited for it
+
+
+def test_a_screenshot_from_png_bytes_decodes_once_when_needed() -> None:
+    import threading
+
+    image = Image.new("RGB", (30, 20), (1, 2, 3))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    png = buffer.getvalue()
+    shot = Screenshot(png=png, url="http://x/")
+    assert shot.size == (30, 20) and shot._image is None  # from the header alone
+    assert shot.content_block(object())["image_url"]["url"].endswith(base64.b64encode(png).decode())
+    assert shot._image is None and shot.png_bytes() is png  # a data URL needs no pixels
+    seen: list[Image.Image] = []
+    threads = [threading.Thread(target=lambda: seen.append(shot.image)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(found) for found in seen}) == 1  # decoded once, whatever the threads
+    assert seen[0].tobytes() == image.tobytes()
+    with pytest.raises(ValueError, match="an image or its PNG bytes"):
+        Screenshot()
+    jpeg = io.BytesIO()
+    image.save(jpeg, "JPEG")
+    with pytest.raises(ValueError, match="expected PNG bytes"):
+        Screenshot(png=jpeg.getvalue())

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from internvl_agent.engine.caches import LRU, PrefixCache, VisionCache, common_prefix_length
+from internvl_agent.engine.caches import (
+    LRU,
+    PrefixCache,
+    VisionCache,
+    common_prefix_length,
+    kv_bytes,
+)
 
 
 def test_vision_cache_lru_is_bounded_by_bytes() -> None:
@@ -78,3 +84,35 @@ def test_lru_bounds_entries_and_size_and_counts_lookups() -> None:
     by_size.put("big", "toolong")  # larger than the whole bound: not stored
     assert "big" not in by_size and len(by_size) == 2
     assert by_size.pop("x") == "a" and by_size.total_size == 4
+
+
+def _dynamic_kv(tokens: int) -> object:
+    """A transformers DynamicCache of two layers, `tokens` long (float32, 2 heads x 4)."""
+    from transformers import DynamicCache
+
+    kv = DynamicCache()
+    for layer in range(2):
+        kv.update(torch.zeros(1, 2, tokens, 4), torch.zeros(1, 2, tokens, 4), layer)
+    return kv
+
+
+def test_kv_bytes_counts_the_storage_a_cropped_cache_still_holds() -> None:
+    kv = _dynamic_kv(10)
+    assert kv_bytes(kv) == 2 * 2 * (2 * 10 * 4 * 4)
+    kv.crop(-6)  # a view of the first 4 tokens: the storage of 10 stays alive
+    assert kv.get_seq_length() == 4 and kv_bytes(kv) == 2 * 2 * (2 * 10 * 4 * 4)
+    assert kv_bytes(_FakeKV([1, 2])) == 0
+
+
+def test_prefix_cache_is_bounded_by_bytes() -> None:
+    one = kv_bytes(_dynamic_kv(10))
+    cache = PrefixCache(max_entries=8, max_bytes=2 * one)
+    for start in range(4):
+        cache.store(list(range(start * 100, start * 100 + 10)), _dynamic_kv(10))
+        assert cache.size_bytes <= 2 * one
+    assert len(cache) == 2 and cache.size_bytes == 2 * one
+    kv, shared = cache.take(list(range(300, 320)))  # the newest one is kept
+    assert kv is not None and shared == 10
+    assert cache.take(list(range(0, 20))) == (None, 0)  # the oldest was dropped
+    cache.store(list(range(50)), _dynamic_kv(50))  # larger than the cap alone: not kept
+    assert len(cache) == 1

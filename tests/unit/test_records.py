@@ -261,6 +261,61 @@ def test_save_screenshot_keeps_raw_lossless_and_marks_point_and_box(tmp_path: Pa
         run.save_screenshot(-1, image)
 
 
+def test_phase_timer_moves_settling_out_of_the_overhead() -> None:
+    timer = PhaseTimer()
+    with timer.phase("action"):
+        sum(range(20000))
+    action = timer.timings().action
+    timer.move("action", "settle", action / 2)
+    timer.move("action", "settle", 10.0)  # never more than the phase had
+    t = timer.timings()
+    assert t.action == 0.0 and t.settle == pytest.approx(action)
+    assert t.framework_overhead == pytest.approx(t.total - t.model - t.settle)
+    with pytest.raises(ValueError, match="unknown phase"):
+        timer.move("action", "setle", 1.0)
+
+
+def test_marked_screenshot_is_written_by_the_writer_thread(tmp_path: Path) -> None:
+    import threading
+
+    run = RunRecorder(tmp_path, task="t")
+    image = _image((240, 240, 240), (400, 300))
+    decoded_on: list[str] = []
+
+    def decode() -> Image.Image:  # a capture decoded only when the marked copy needs it
+        decoded_on.append(threading.current_thread().name)
+        return image
+
+    png = records._encode(image, "PNG")
+    names = run.save_screenshot(3, decode, (200, 150), None, png=png, background=True)
+    assert names == ("step-003.png", "step-003-marked.png")
+    assert (run.path / "step-003.png").read_bytes() == png  # the raw one at once, as given
+    run.finish("done")  # waits for the writer
+    assert decoded_on == ["internvl-record-writer"]
+    marked = Image.open(run.path / "step-003-marked.png").convert("RGB")
+    synchronous = RunRecorder(tmp_path, task="t")
+    synchronous.save_screenshot(3, image, (200, 150), None, png=png)
+    expected = Image.open(synchronous.path / "step-003-marked.png").convert("RGB")
+    assert marked.tobytes() == expected.tobytes() != image.tobytes()
+
+
+def test_writer_failures_are_logged_and_the_run_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = RunRecorder(tmp_path, task="t")
+
+    def broken() -> Image.Image:
+        raise OSError("disk gone")
+
+    run.save_screenshot(1, broken, png=records._encode(_image(), "PNG"), background=True)
+    run.flush()
+    assert "could not write" in caplog.text
+    assert not (run.path / "step-001-marked.png").exists()
+    _add_step(run, 2)
+    run.finish("done")
+    assert len(load_run(run.path).steps) == 1
+
+
 def test_marked_screenshot_is_jpeg_when_that_is_much_smaller(tmp_path: Path) -> None:
     run = RunRecorder(tmp_path, task="t")
     noise = Image.frombytes("RGB", (640, 400), os.urandom(640 * 400 * 3))
