@@ -18,8 +18,9 @@ Secrets: the model never sees values, only names. It writes ``<secret>NAME</secr
 value when typing. Every text that goes to the model, the logs or the run record passes
 through ``Secrets.redact`` first (see `make_redactor`).
 
-`Guard` runs the checks around each action. Before: `navigate` outside allowed_domains is
-blocked; risky actions need the user's confirmation: opening a site not seen in this run and
+`Guard` runs the checks around each action. Before (`assess`: blocked, a `Risk`, or fine;
+`check` puts a Risk to the confirm callback, the agent graph to `interrupt()`): `navigate`
+outside allowed_domains is blocked; risky actions need the user's confirmation: opening a site not seen in this run and
 not listed in allowed_domains, typing a secret on a page not listed in allowed_domains,
 pressing one of the risky keys; a secret is judged on the page as it is when typing starts,
 and `typing_check` judges again the document holding the focus after the click on the field
