@@ -20,16 +20,16 @@ through ``Secrets.redact`` first (see `make_redactor`).
 
 `Guard` runs the checks around each action. Before (`assess`: blocked, a `Risk`, or fine;
 `check` puts a Risk to the confirm callback, the agent graph to `interrupt()`): `navigate`
-outside allowed_domains is blocked; risky actions need the user's confirmation: opening a site not seen in this run and
-not listed in allowed_domains, typing a secret on a page not listed in allowed_domains,
-pressing one of the risky keys; a secret is judged on the page as it is when typing starts,
-and `typing_check` judges again the document holding the focus after the click on the field
-(a click can open another site's autofocused field). The browser itself never sends a request
-for a document outside the allow list (GUIAgent hands `DomainPolicy.allows_request` to
-`Computer.restrict_requests`). After an action, and before each step: when the page is
-outside the allowed domains anyway (a computer that cannot filter), the guard goes back, or
-reopens the last allowed page. URLs are parsed by the WHATWG rules (internvl_agent/urls.py);
-a URL that does not parse is never allowed.
+outside allowed_domains is blocked; risky actions need the user's confirmation: opening a site
+not seen in this run and not listed in allowed_domains, typing a secret on a page not listed
+in allowed_domains, pressing one of the risky keys; a secret is judged on the page as it is
+when typing starts, and `typing_check` judges again the document holding the focus after the
+click on the field (a click can open another site's autofocused field). The browser itself
+never sends a request for a document outside the allow list (GUIAgent hands
+`DomainPolicy.allows_request` to `Computer.restrict_requests`). After an action, and before
+each step: when the page is outside the allowed domains anyway (a computer that cannot
+filter), the guard goes back, or reopens the last allowed page. URLs are parsed by the WHATWG
+rules (internvl_agent/urls.py); a URL that does not parse is never allowed.
 
 Redaction covers every form in `encoded_forms` (URL encodings as browsers write them, HTML,
 JSON), case-insensitively.

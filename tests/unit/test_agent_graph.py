@@ -257,3 +257,42 @@ def test_the_async_graph_interrupts_and_resumes(tmp_path: Path) -> None:
 
     final = asyncio.run(main())
     assert screen.done == ["press alt+F4"] and final["result"]["status"] == "done"
+
+
+def test_a_subgraph_of_a_messages_graph_with_the_parents_checkpointer(tmp_path: Path) -> None:
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    model = ScriptedModel(script=[call("press_key", keys="alt+F4"), done("closed it")])
+    screen = _Screen()
+    gui = create_gui_agent(model, screen, record_dir=tmp_path / "runs")  # no checkpointer
+    parent = StateGraph(MessagesState)
+    parent.add_node("gui", gui)
+    parent.add_edge(START, "gui")
+    parent.add_edge("gui", END)
+    app = parent.compile(checkpointer=InMemorySaver())
+
+    state = app.invoke({"messages": [HumanMessage("Close the window")]}, _config())
+    assert _interrupt(state)["description"] == "press alt+F4" and screen.done == []
+    state = app.invoke(Command(resume={"decision": "approve"}), _config())
+    assert screen.done == ["press alt+F4"]
+    assert [(m.type, m.content) for m in state["messages"]] == [
+        ("human", "Close the window"),
+        ("ai", "closed it"),
+    ]
+
+
+def test_keyboard_interrupt_records_the_step_and_ends_the_run_stopped(tmp_path: Path) -> None:
+    from internvl_agent.agent import GUIAgent
+    from internvl_agent.records import load_run
+    from tests.support.scripted_model import raising
+
+    model = ScriptedModel(script=[call("click", x=10, y=10), raising(KeyboardInterrupt())])
+    agent = GUIAgent(model, _Screen(), record_dir=tmp_path / "runs")
+    with pytest.raises(KeyboardInterrupt):
+        agent.run("Click twice")
+    [run_dir] = (tmp_path / "runs").iterdir()
+    data = load_run(run_dir)
+    assert data.info.status == "stopped" and data.info.error == "interrupted (KeyboardInterrupt)"
+    assert [s.index for s in data.steps] == [1, 2]
+    assert data.steps[1].error == "interrupted (KeyboardInterrupt)"
+    assert agent.run("Again").status == "error"  # the agent is free again (script exhausted)
