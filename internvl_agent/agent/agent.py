@@ -376,6 +376,7 @@ class _Mode:
     can_confirm: bool
     can_ask: bool
     system_prompt: str
+    name: str = "gui_agent"  # the graph's name, also on its answer message
 
 
 @dataclass
@@ -659,14 +660,14 @@ class GUIAgent:
             can_confirm=human_in_the_loop,
             can_ask=human_in_the_loop,
             system_prompt=self._render_prompt(human_available=human_in_the_loop),
+            name=name,
         )
-        return self._compile(mode, checkpointer, name, interrupt_before, interrupt_after)
+        return self._compile(mode, checkpointer, interrupt_before, interrupt_after)
 
     def _compile(
         self,
         mode: _Mode,
         checkpointer: BaseCheckpointSaver | None,
-        name: str,
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
     ) -> CompiledStateGraph:
@@ -694,7 +695,7 @@ class GUIAgent:
         builder.add_edge("finish", END)
         compiled = builder.compile(
             checkpointer=checkpointer,
-            name=name,
+            name=mode.name,
             interrupt_before=list(interrupt_before) if interrupt_before else None,
             interrupt_after=list(interrupt_after) if interrupt_after else None,
         )
@@ -793,7 +794,7 @@ class GUIAgent:
                 can_ask=self.ask_user is not None,
                 system_prompt=self.system_prompt,
             )
-            self._runner = (self._compile(mode, saver, "gui_agent"), saver)
+            self._runner = (self._compile(mode, saver), saver)
         return self._runner
 
     def _take_update(self, chunk: Mapping[str, Any]) -> list[Any]:
@@ -1368,7 +1369,7 @@ class GUIAgent:
                 "record_path": str(run.recorder.path),
                 "output": run.output if status == "done" else None,
             },
-            "messages": [AIMessage(content=text, name="gui_agent")],
+            "messages": [AIMessage(content=text, name=mode.name)],
         }
 
     # ------------------------------------------------------------------ the phases
