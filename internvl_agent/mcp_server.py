@@ -362,7 +362,10 @@ def _action_tool(tools: ComputerTools, name: str) -> Callable[..., Awaitable[str
     for field_name, info in model.model_fields.items():
         metadata = (info.annotation, *info.metadata, Field(description=info.description))
         annotation = Annotated.__class_getitem__(metadata)  # type: ignore[attr-defined]
-        default = inspect.Parameter.empty if info.is_required() else info.default
+        required = info.is_required()
+        default = (
+            inspect.Parameter.empty if required else info.get_default(call_default_factory=True)
+        )
         params.append(
             inspect.Parameter(
                 field_name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation

@@ -352,10 +352,6 @@ class GUIAgent:
         if block_foreign_requests is None:
             block_foreign_requests = bool(self.secrets)
         self.block_foreign_requests = block_foreign_requests
-        computer.restrict_requests(
-            self.domains.allows_request if self.domains.restricted else None,
-            subresources=block_foreign_requests,
-        )
         self.ask_user = ask_user
         self.callback_timeout = callback_timeout
         self.record_dir = Path(record_dir)
@@ -483,6 +479,13 @@ class GUIAgent:
     def _run(self, task: str, start_url: str | None) -> Steps:
         """Open the record, open start_url, run steps until an ending, finish the record."""
         meta = redact_value(self.record_meta(start_url), self.redact)
+        # on the computer's thread (sync Playwright is bound to it), before anything is opened
+        yield Blocking(
+            lambda: self.computer.restrict_requests(
+                self.domains.allows_request if self.domains.restricted else None,
+                subresources=self.block_foreign_requests,
+            )
+        )
         recorder = yield Blocking(
             lambda: RunRecorder(self.record_dir, task=self.redact(task), meta=meta)
         )

@@ -35,7 +35,10 @@ from tests.support.browser import skip_without_browser
 
 VIEWPORT = (1000, 720)
 ROOT = Path(__file__).resolve().parents[2]
-ACTIONS = ["click", "type_text", "press_key", "scroll", "drag", "navigate", "go_back", "wait"]
+ACTIONS = [
+    *("click", "type_text", "press_key", "scroll", "drag", "navigate", "go_back", "wait"),
+    *("hover", "select_option", "upload_file"),
+]
 SECRET = "hunter2-s3cr3t"
 
 
