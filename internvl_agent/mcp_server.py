@@ -362,10 +362,9 @@ def _action_tool(tools: ComputerTools, name: str) -> Callable[..., Awaitable[str
     for field_name, info in model.model_fields.items():
         metadata = (info.annotation, *info.metadata, Field(description=info.description))
         annotation = Annotated.__class_getitem__(metadata)  # type: ignore[attr-defined]
+        required = info.is_required()
         default = (
-            inspect.Parameter.empty
-            if info.is_required()
-            else info.get_default(call_default_factory=True)  # click's modifiers: []
+            inspect.Parameter.empty if required else info.get_default(call_default_factory=True)
         )
         params.append(
             inspect.Parameter(

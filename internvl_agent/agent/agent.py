@@ -1024,7 +1024,7 @@ class GUIAgent:
         start_url = state.get("start_url")
         task = self._check_task(task, start_url)
         self._stop.clear()
-        # the browser's own filter, set on the thread that drives the computer (each run)
+        # on the computer's thread (sync Playwright is bound to it), before anything is opened
         yield Blocking(self._restrict_requests)
         meta = redact_value(self.record_meta(start_url), self.redact)
         recorder = yield Blocking(

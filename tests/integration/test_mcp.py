@@ -28,14 +28,17 @@ import mcp_types as types
 import uvicorn
 from mcp import Client, StdioServerParameters
 
-from internvl_agent.actions import ACTION_MODELS, BROWSER_ACTIONS
+from internvl_agent.actions import ACTION_MODELS
 from internvl_agent.computers.browser import BrowserComputer
 from internvl_agent.mcp_server import create_server
 from tests.support.browser import skip_without_browser
 
 VIEWPORT = (1000, 720)
 ROOT = Path(__file__).resolve().parents[2]
-ACTIONS = [n for n in BROWSER_ACTIONS if n not in ("done", "ask_user")]  # hover, upload_file...
+ACTIONS = [
+    *("click", "type_text", "press_key", "scroll", "drag", "navigate", "go_back", "wait"),
+    *("hover", "select_option", "upload_file"),
+]
 SECRET = "hunter2-s3cr3t"
 
 
