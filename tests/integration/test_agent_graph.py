@@ -118,7 +118,7 @@ def test_the_tiny_checkpoint_drives_the_graph(site: str, tiny_checkpoint: Path, 
             record_dir=tmp_path / "runs",
             allowed_domains=["127.0.0.1"],
             approve_every_action=True,
-            actions=["scroll", "wait", "done"],  # string-free arguments the grammar keeps valid
+            actions=["scroll", "wait", "done"],  # no ask_user, no navigation: each is put up
             max_steps=3,
             max_tiles=1,
         )
