@@ -1,115 +1,101 @@
-"""The agent's action tools inside your own LangGraph graph.
+"""The GUI agent as a LangGraph graph: stream its steps, approve risky actions by hand.
 
-GUIAgent is the ready-made loop; this example shows the pieces for people who build their own:
-`action_tools()` (the tool schemas the model calls), `parse_action` (validation with
-model-readable errors), `norm_to_pixels` / `ground` (0..1000 points and element descriptions
-to pixels) and a Computer that executes them.
+`create_gui_agent` returns a compiled LangGraph graph whose nodes are the agent's real step
+(observe, decide, ground, check, act, record), with the same rules as GUIAgent (grounding,
+allowed domains, secrets, loop detection, run records). Risky actions interrupt the graph;
+this script asks on the terminal and resumes it with ``Command(resume=...)``:
 
-    python examples/langgraph_browser.py [--model M] [--steps 4]
+    python examples/langgraph_browser.py [--model M] [--steps 4] [--approve-all] [--yes]
 
 Without --model (or $INTERNVL_AGENT_MODEL) it runs a tiny random-weight checkpoint, so the
-graph runs for real but the model's choices are noise.
+graph runs for real but the model's choices are noise. See docs/langgraph.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import operator
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AnyMessage, HumanMessage, ToolMessage
-from langgraph.graph import END, START, StateGraph
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 
-from internvl_agent.actions import (
-    BROWSER_ACTIONS,
-    ActionValidationError,
-    action_tools,
-    execute,
-    parse_action,
-)
+from internvl_agent.agent import create_gui_agent
 from internvl_agent.computers.base import Computer
-from internvl_agent.coordinates import norm_to_pixels
-from internvl_agent.grounding import ground
+from internvl_agent.records import StepRecord
 
 HERE = Path(__file__).resolve().parent
 
-
-class State(TypedDict):
-    messages: Annotated[list[AnyMessage], operator.add]
-    screen_size: tuple[int, int]
-    answer: str | None
+Decide = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def build_graph(llm: BaseChatModel, computer: Computer, task: str):
-    """observe (screenshot) -> decide (one tool call) -> act (execute) -> observe ... -> END."""
-    decider = llm.bind_tools(action_tools(BROWSER_ACTIONS), tool_choice="any")
-    latest: dict[str, Any] = {}
-
-    def observe(state: State) -> dict:
-        shot = computer.screenshot()
-        latest["image"] = shot.image
-        content = [
-            {"type": "text", "text": f"Task: {task}\nCurrent screenshot (x, y are 0..1000):"},
-            shot.content_block(llm),  # the PIL image for ChatInternVL, else a PNG data URL
-        ]
-        return {"messages": [HumanMessage(content)], "screen_size": shot.size}
-
-    def decide(state: State) -> dict:
-        # Past steps as one line of text each, and only the newest screenshot as an image,
-        # so that a step's cost does not grow with the number of steps.
-        done = [m.content for m in state["messages"] if isinstance(m, ToolMessage)]
-        history = "\n".join(f"{i + 1}. {text}" for i, text in enumerate(done)) or "none"
-        prompt = HumanMessage(f"Outcomes of your previous actions:\n{history}")
-        return {"messages": [decider.invoke([prompt, state["messages"][-1]])]}
-
-    def act(state: State) -> dict:
-        reply = state["messages"][-1]
-        if not getattr(reply, "tool_calls", None):
-            return {"messages": [HumanMessage("Call exactly one tool.")]}
-        call = reply.tool_calls[0]
-        try:
-            action = parse_action(call["name"], call["args"])
-        except ActionValidationError as exc:
-            return {"messages": [ToolMessage(str(exc), tool_call_id=call["id"], status="error")]}
-        if action.tool_name == "done":
-            return {
-                "answer": action.answer,
-                "messages": [ToolMessage("ok", tool_call_id=call["id"])],
-            }
-        point = _point(action, state["screen_size"], latest.get("image"), llm)
-        outcome = execute(computer, action, point=point)
-        status = "success" if outcome.ok else "error"
-        message = ToolMessage(outcome.message or "done", tool_call_id=call["id"], status=status)
-        return {"messages": [message]}
-
-    graph = StateGraph(State)
-    graph.add_node("observe", observe)
-    graph.add_node("decide", decide)
-    graph.add_node("act", act)
-    graph.add_edge(START, "observe")
-    graph.add_edge("observe", "decide")
-    graph.add_edge("decide", "act")
-    graph.add_conditional_edges("act", lambda s: END if s.get("answer") else "observe")
-    return graph.compile()
+def build_graph(
+    llm: BaseChatModel,
+    computer: Computer,
+    *,
+    checkpointer: BaseCheckpointSaver | None = None,
+    **options: Any,
+):
+    """The agent graph on `computer`, kept on the loopback sites (GUIAgent's options)."""
+    options.setdefault("allowed_domains", ["127.0.0.1"])
+    return create_gui_agent(llm, computer, checkpointer=checkpointer or InMemorySaver(), **options)
 
 
-def _point(action: Any, size: tuple[int, int], image: Any, llm: BaseChatModel):
-    """The action's target in screenshot pixels: its x/y, or its grounded element."""
-    if getattr(action, "point", None) is not None:
-        return norm_to_pixels(*action.point, size)
-    element = getattr(action, "element", None)
-    if element and image is not None:
-        return ground(llm, image, element).point
-    return None
+def run_task(
+    graph: Any,
+    task: str,
+    start_url: str,
+    decide: Decide,
+    *,
+    thread_id: str | None = None,
+    show: Callable[[StepRecord], None] = print,
+) -> dict[str, Any]:
+    """Stream the graph to its end: each finished step goes to `show`, each interrupt to
+    `decide` (its answer resumes the graph). Returns the final state."""
+    config = {"configurable": {"thread_id": thread_id or uuid.uuid4().hex}}
+    value: Any = {"task": task, "start_url": start_url}
+    while True:
+        pending = []
+        for chunk in graph.stream(value, config, stream_mode="updates"):
+            for node, update in chunk.items():
+                if node == "__interrupt__":
+                    pending += [interrupt.value for interrupt in update]
+                elif node == "record":
+                    show(StepRecord.model_validate(update["record"]))
+        if not pending:
+            return graph.get_state(config).values
+        value = Command(resume=decide(pending[0]))
+
+
+def terminal_decision(request: dict[str, Any]) -> dict[str, Any]:
+    """Ask at the terminal: approve, reject (with a reason the model is told) or answer."""
+    if request["type"] == "ask_user":
+        return {"answer": input(f"The agent asks: {request['question']}\n> ")}
+    print(f"The agent wants to: {request['description']} ({request['reason']})")
+    print(f"  target marked on {request['screenshot']}")
+    answer = input("Approve? [y/N/reason] ").strip()
+    if answer.lower() in ("y", "yes"):
+        return {"decision": "approve"}
+    return {"decision": "reject", "message": answer or "not approved"}
+
+
+def print_step(step: StepRecord) -> None:
+    action = step.action.name if step.action else "no action"
+    ok = "ok" if step.outcome and step.outcome.ok else "failed"
+    print(f"step {step.index}: {action} {ok} {step.outcome.message if step.outcome else ''}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="hub id or local checkpoint folder")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--approve-all", action="store_true", help="every action needs approval")
+    parser.add_argument("--yes", action="store_true", help="approve without asking")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE / "webapp"))
     from serve import serve
@@ -119,16 +105,24 @@ def main(argv: list[str] | None = None) -> int:
     from internvl_agent.demo import demo_model
 
     llm = ChatInternVL(model=demo_model(args.model), max_tiles=2, max_tokens=128)
+    decide: Decide = (lambda _request: {"decision": "approve"}) if args.yes else terminal_decision
+    if not args.yes and not sys.stdin.isatty():
+        decide = lambda _request: {"decision": "reject", "message": "nobody at the terminal"}  # noqa: E731
     url, server = serve(HERE / "webapp")
     try:
-        with BrowserComputer(start_url=url + "shop.html") as browser:
-            graph = build_graph(llm, browser, "Add the travel mug to the cart.")
-            state = graph.invoke(
-                {"messages": [], "answer": None}, {"recursion_limit": 3 * args.steps + 1}
+        with BrowserComputer() as browser:
+            graph = build_graph(
+                llm,
+                browser,
+                max_steps=args.steps,
+                max_tiles=2,
+                approve_every_action=args.approve_all,
+                record_dir="runs",
             )
-            print("answer:", state.get("answer"))
-    except Exception as exc:  # the recursion limit ends runs of a model that never calls done
-        print(f"stopped: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            state = run_task(graph, "Add the travel mug to the cart.", url + "shop.html", decide)
+            result = state["result"]
+            print(f"{result['status']}: {result['answer'] or result['error']}")
+            print(f"record: {result['record_path']}")
     finally:
         server.shutdown()
         server.server_close()

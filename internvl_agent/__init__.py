@@ -15,6 +15,7 @@ _LAZY = {
     "ChatInternVL": "internvl_agent.chat.chat_model",
     "GUIAgent": "internvl_agent.agent.agent",
     "AgentResult": "internvl_agent.agent.agent",
+    "create_gui_agent": "internvl_agent.agent.agent",
     "BrowserComputer": "internvl_agent.computers.browser",
     "DesktopComputer": "internvl_agent.computers.desktop",
     "ground": "internvl_agent.grounding",

@@ -456,6 +456,36 @@ class RunRecorder:
         (self._path / STEPS_FILE).touch()
         self._write_run_json(self._info())
 
+    @classmethod
+    def reopen(cls, path: str | Path) -> RunRecorder:
+        """The recorder of a run folder still "running", to carry on recording it (an agent
+        graph resumed from a checkpoint in another process): its steps so far are counted
+        in, the duration runs from its start."""
+        path = Path(path)
+        data = load_run(path)
+        if data.finished:
+            raise RuntimeError(f"run {path.name} is already finished ({data.info.status})")
+        recorder = cls.__new__(cls)
+        recorder._path, recorder._id = path, data.info.id or path.name
+        recorder._task = data.info.task
+        recorder._meta = data.info.meta
+        recorder._started_at = data.info.started_at or _now_iso()
+        try:
+            started = datetime.fromisoformat(recorder._started_at)
+            elapsed = max(0.0, (datetime.now().astimezone() - started).total_seconds())
+        except ValueError:
+            elapsed = 0.0
+        recorder._t0 = time.monotonic() - elapsed
+        recorder._totals = RunTotals()
+        for step in data.steps:
+            recorder._totals.add(step)
+        recorder._step_count = len(data.steps)
+        recorder._status = RUNNING
+        recorder._final = None
+        recorder._problems = list(data.info.record_problems) + data.problems
+        recorder._writer = _Writer()
+        return recorder
+
     @property
     def path(self) -> Path:
         """The run folder."""

@@ -4,19 +4,31 @@
     result = agent.run("Sign in as alice", start_url="http://127.0.0.1:8000/")
     print(result.status, result.answer, result.record_path)
 
+    graph = create_gui_agent(model, computer, checkpointer=InMemorySaver())  # LangGraph
+
 The model is any chat model with tool calling and image input (ChatInternVL, ChatOpenAI
-against vLLM, ...). One step, as the methods below read top to bottom:
+against vLLM, ...). The run is a LangGraph graph whose nodes are GUIAgent methods over a
+serialisable state (state.py); `run` / `arun` stream the same graph and answer its
+interrupts with the confirm / ask_user callbacks, so there is one implementation of a step:
 
-    _step     observe -> decide -> act (or done / ask_user) -> record
-    _observe  capture the screen; it joins the history's last K screenshots
-    _decide   build the messages (history.py), call the model, read one tool call (actions.py)
-    _act      locate the targets (0..1000 -> screenshot pixels; `element` grounded by the
-              grounder) -> safety check (safety.py) -> execute -> keep the page allowed
-    _record   the step's screenshots and its line in steps.jsonl, then on_step
+    start    open the record, open start_url
+    observe  capture the screen; it joins the history's last K screenshots (by file path)
+    decide   build the messages (history.py), call the model, read one tool call (actions.py)
+             -> done / an invalid reply: record; ask_user: act; else: ground
+    ground   locate the targets (0..1000 -> screenshot pixels; `element` grounded by the
+             grounder)
+    check    the guard (safety.py): blocked, or risky -> interrupt() for a person's approval
+             (approve / reject / edit: an edit goes back to ground)
+    act      execute (ask_user: interrupt() for the answer) -> keep the page allowed
+    record   the outcome into the history, loop detection, the step's screenshots and its
+             line in steps.jsonl -> observe, or finish
+    finish   the run record's end and report.html; the result
 
-The loop is a generator of effects (effects.py), so `run` and `arun` share it. The screenshot
-crosses the package once: the captured Screenshot goes to the model as its content block
-(the PIL image for ChatInternVL) and its PNG bytes go to the record.
+Inside a node, I/O is a generator of effects (effects.py), so the sync and async graph share
+each node's code. The screenshot crosses the package once: the captured Screenshot goes to the
+model as its content block (the PIL image for ChatInternVL) and its PNG bytes to the record;
+the state holds its file name, and a process that resumes a run it did not observe captures
+the page again (see `_ensure_observed`).
 
 Rules (the numbers are GUIAgent settings):
 
@@ -27,23 +39,41 @@ Rules (the numbers are GUIAgent settings):
 - An exception from the model or grounding-model call ends the run with "error"; one from
   the computer becomes a failed outcome (effects.computer_call); a failed screen capture ends
   the run with "error".
-- Secrets are redacted from everything the model, the logs, the record and on_step see; the
-  recorder and the report write what they are given.
+- Secrets are redacted from everything the model, the logs, the record, the graph state and
+  on_step see; the recorder and the report write what they are given.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import uuid
+from collections import OrderedDict
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.errors import GraphBubbleUp
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, Overwrite, interrupt
+from PIL import Image
 from pydantic import BaseModel
 
 from internvl_agent.actions import (
@@ -52,6 +82,7 @@ from internvl_agent.actions import (
     DESKTOP_ACTIONS,
     POINTER_ACTIONS,
     Action,
+    ActionValidationError,
     AskUser,
     Done,
     Drag,
@@ -63,10 +94,13 @@ from internvl_agent.actions import (
     action_tools,
     done_with_output,
     execute,
+    parse_action,
     read_reply,
 )
 from internvl_agent.agent.effects import (
     Blocking,
+    HumanCall,
+    HumanReply,
     ModelCall,
     Steps,
     computer_call,
@@ -85,18 +119,33 @@ from internvl_agent.agent.safety import (
     DomainPolicy,
     Guard,
     LeftAllowedDomains,
+    Risk,
     RiskyKeys,
     Secrets,
     UnknownSecretError,
     Visits,
-    ask_human,
+    answer_outcome,
+    approved,
+    nobody_to_ask,
     redact_value,
+    refusal,
+)
+from internvl_agent.agent.state import (
+    DECISIONS,
+    AgentInput,
+    AgentState,
+    Approval,
+    ApprovalRequest,
+    QuestionRequest,
+    read_answer,
+    read_approval,
 )
 from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
 from internvl_agent.coordinates import Box, OffScreenError, Point, checked_norm_to_pixels
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.grounding import (
     GROUNDING_PROMPT,
+    draw_box,
     grounding_message,
     reply_text,
     result_from_text,
@@ -108,14 +157,23 @@ from internvl_agent.records import (
     PhaseTimer,
     RunRecorder,
     StepRecord,
+    StepTimings,
     ToolCallRecord,
+    atomic_write,
     json_safe,
     safe_str,
     summarize_messages,
 )
 from internvl_agent.report import write_report
 
-__all__ = ["AgentResult", "AgentStatus", "GUIAgent", "bind_action_tools", "model_name"]
+__all__ = [
+    "AgentResult",
+    "AgentStatus",
+    "GUIAgent",
+    "bind_action_tools",
+    "create_gui_agent",
+    "model_name",
+]
 
 logger = logging.getLogger("internvl_agent.agent")
 
@@ -137,6 +195,16 @@ AgentStatus = Literal["done", "failed", "max_steps", "stopped", "error"]
 
 Ending = tuple[AgentStatus, str | None, str | None]  # status, answer, error
 
+NODES = ("start", "observe", "decide", "ground", "check", "act", "record", "finish")
+"""The graph's nodes, in the order a step runs them."""
+
+_NODES_PER_STEP = 10  # recursion_limit per step: 6 nodes, plus edits (check -> ground -> check)
+_RUNNER_ONLY = {
+    "confirm": "the graph interrupts instead: answer with Command(resume={'decision': ...})",
+    "ask_user": "the graph interrupts instead: answer with Command(resume={'answer': ...})",
+    "on_step": "stream the graph instead: graph.stream(..., stream_mode='updates')",
+}
+
 
 @dataclass
 class AgentResult:
@@ -154,6 +222,23 @@ class AgentResult:
     def success(self) -> bool:
         """True when the model finished the task (status "done")."""
         return self.status == "done"
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> AgentResult:
+        """The result of a finished graph run from its final state."""
+        result = state.get("result")
+        if not result:
+            raise ValueError("the run has not finished: its state has no result")
+        path = result.get("record_path")
+        return cls(
+            status=result["status"],
+            answer=result.get("answer"),
+            steps=result.get("steps", 0),
+            record_path=None if path is None else Path(path),
+            error=result.get("error"),
+            history=[HistoryEntry(**entry) for entry in state.get("history", [])],
+            output=result.get("output"),
+        )
 
 
 def bind_action_tools(model: Any, tools: Sequence[Any], **kwargs: Any) -> Runnable:
@@ -190,6 +275,38 @@ def model_name(model: Any) -> str:
     return type(model).__name__
 
 
+def create_gui_agent(
+    model: BaseChatModel,
+    computer: Computer,
+    *,
+    checkpointer: BaseCheckpointSaver | None = None,
+    human_in_the_loop: bool = True,
+    name: str = "gui_agent",
+    interrupt_before: Sequence[str] | None = None,
+    interrupt_after: Sequence[str] | None = None,
+    **options: Any,
+) -> CompiledStateGraph:
+    """The GUI agent as a compiled LangGraph graph (see docs/langgraph.md).
+
+    options: GUIAgent's (grounder, max_steps, allowed_domains, sensitive_data, record_dir,
+    approve_every_action, ...), except its callbacks: risky actions and ask_user interrupt
+    the graph (``human_in_the_loop=False`` refuses them instead), and progress comes from
+    ``graph.stream(..., stream_mode="updates")``. Input: ``{"task": ..., "start_url": ...}``
+    or ``{"messages": [HumanMessage(task)]}``; the answer is appended to ``messages``.
+    """
+    for option, instead in _RUNNER_ONLY.items():
+        if options.get(option) is not None:
+            raise ConfigurationError(f"create_gui_agent does not take {option}: {instead}")
+    agent = GUIAgent(model, computer, **options)
+    return agent.graph(
+        checkpointer,
+        human_in_the_loop=human_in_the_loop,
+        name=name,
+        interrupt_before=interrupt_before,
+        interrupt_after=interrupt_after,
+    )
+
+
 class _EndRun(Exception):
     """Raised inside a step to end the run with a status."""
 
@@ -200,30 +317,66 @@ class _EndRun(Exception):
 
 
 @dataclass
+class _Live:
+    """What this process holds of a run besides its state: the recorder and the screenshots
+    it captured or loaded. A process resuming a run from a checkpoint starts without one."""
+
+    recorder: RunRecorder
+    shots: dict[int, Screenshot] = field(default_factory=dict)
+    observed: int | None = None  # the step whose screen this process captured
+
+
+@dataclass
 class _Run:
-    """The mutable state of one run (the GUIAgent itself only holds settings)."""
+    """One run, as a node works on it (read from the state, written back as its update)."""
 
     task: str
-    recorder: RunRecorder
+    live: _Live
     history: History
+    frames: list[dict[str, Any]] = field(default_factory=list)  # the state's frames
     visits: Visits = field(default_factory=Visits)  # the guard's memory of pages
     steps: int = 0
     reminder: str | None = None  # told to the model at the next step only
     invalid_streak: int = 0  # replies in a row without a usable tool call
     fail_signature: str | None = None  # the last failing action...
     fail_count: int = 0  # ...and how many times in a row it failed
-    output: Any = None  # done's validated output (with output_schema)
+    output: Any = None  # done's output as JSON, redacted (with output_schema)
+
+    @property
+    def recorder(self) -> RunRecorder:
+        return self.live.recorder
 
 
 @dataclass
 class _Step:
-    """What one step gathers for its record."""
+    """The step in progress, as a node works on it."""
 
     record: StepRecord
     timer: PhaseTimer = field(default_factory=PhaseTimer)
+    spent: dict[str, float] = field(default_factory=dict)  # timings of the earlier nodes
     shot: Screenshot | None = None
+    action: Action | None = None
+    extra_calls: int = 0
+    edited: str | None = None  # the model's action as described, when a person edited it
+    located: bool = False  # point / end / notes are the action's targets
     point: Point | None = None  # the action's target, in screenshot pixels
+    end: Point | None = None  # drag end
     box: Box | None = None  # the first grounded box, for the marked screenshot
+    notes: list[str] = field(default_factory=list)  # "found 'X' at (x, y)"
+    page_url: str | None = None  # the page the guard judged
+    outcome: ActionOutcome | None = None
+    approved: str | None = None
+    ending: Ending | None = None
+
+
+@dataclass(frozen=True)
+class _Mode:
+    """What a compiled graph may do with a person: confirmations, questions."""
+
+    can_confirm: bool
+    can_ask: bool
+    system_prompt: str
+    name: str = "gui_agent"  # the graph's name, also on its answer message
 
 
 @dataclass
@@ -247,8 +400,27 @@ def target_specs(action: Action) -> list[tuple[str, Point | None, str | None]]:
     return []
 
 
+def _signature(action: Action) -> str:
+    """Same tool, same validated arguments: the same signature."""
+    return json.dumps(
+        [action.tool_name, action.model_dump(mode="json")], sort_keys=True, default=str
+    )
+
+
+def _pair(value: Any) -> Any:
+    return None if value is None else tuple(value)
+
+
+def _frame_name(index: int) -> str:
+    return f"step-{index:03d}.png"
+
+
 class GUIAgent:
     """Runs tasks on a computer with a vision-language chat model.
+
+    `run` / `arun` stream the agent's LangGraph graph (`graph()`, `create_gui_agent`) with an
+    in-memory checkpointer, answer its interrupts with `confirm` / `ask_user` and hand each
+    step's record to `on_step`.
 
     model: chat model with tool calling and image input; the actions are bound to it with
         ``tool_choice="any"`` (without it when the model refuses).
@@ -282,6 +454,10 @@ class GUIAgent:
     on_step: called with each StepRecord once it is recorded (live progress).
     executor: where `arun` runs computer calls; default one private worker thread, so a
         sync-Playwright BrowserComputer launched in it stays on that thread.
+    approve_every_action: every action (not done or ask_user) needs a person's approval, as
+        risky ones do: `confirm` is asked, or the graph interrupts.
+    approval_image: how an approval interrupt shows the screenshot with the target marked:
+        "path" (a PNG in the run folder) or "data_url".
     block_foreign_requests: with allowed_domains, a browser never sends a request for a
         document (page, frame, form submission, popup, redirect) outside them; True also
         blocks every other request (images, fetch/XHR, beacons) to foreign hosts, which
@@ -317,6 +493,8 @@ class GUIAgent:
         on_step: Callable[[StepRecord], None] | None = None,
         executor: Executor | None = None,
         block_foreign_requests: bool | None = None,
+        approve_every_action: bool = False,
+        approval_image: Literal["path", "data_url"] = "path",
         output_schema: type[BaseModel] | Mapping[str, Any] | None = None,
     ) -> None:
         for name, value, low in (
@@ -330,6 +508,10 @@ class GUIAgent:
         for name, tiles in (("max_tiles", max_tiles), ("grounding_max_tiles", grounding_max_tiles)):
             if tiles is not None and (not isinstance(tiles, int) or tiles < 1):
                 raise ConfigurationError(f"{name} must be a positive integer, got {tiles!r}")
+        if approval_image not in ("path", "data_url"):
+            raise ConfigurationError(
+                f"approval_image must be 'path' or 'data_url', got {approval_image!r}"
+            )
         if callback_timeout is not None and callback_timeout <= 0:
             raise ConfigurationError(f"callback_timeout must be > 0, got {callback_timeout}")
         self.model = model
@@ -353,6 +535,8 @@ class GUIAgent:
             block_foreign_requests = bool(self.secrets)
         self.block_foreign_requests = block_foreign_requests
         self.ask_user = ask_user
+        self.approve_every_action = bool(approve_every_action)
+        self.approval_image = approval_image
         self.callback_timeout = callback_timeout
         self.record_dir = Path(record_dir)
         self.max_tiles = max_tiles
@@ -378,25 +562,39 @@ class GUIAgent:
         self.grounding_kwargs: dict[str, Any] = dict(call_options)
         if grounding_max_tiles is not None:
             self.grounding_kwargs["max_tiles"] = grounding_max_tiles
-        self.system_prompt = render_system_prompt(
-            tools=self.tool_names,
-            environment="a web browser" if computer.kind == "browser" else "a computer desktop",
-            secret_names=self.secrets.names,
-            allowed_domains=self.domains.describe(),
-            human_available=ask_user is not None,
-            template=system_prompt,
-        )
+        self._prompt_template = system_prompt
+        self.system_prompt = self._render_prompt(human_available=ask_user is not None)
         self._stop = threading.Event()
         self._busy = threading.Lock()
         self._executor = executor
         self._own_executor: ThreadPoolExecutor | None = None
+        self._lives: OrderedDict[str, _Live] = OrderedDict()  # run folder -> live objects
+        self._runner: tuple[CompiledStateGraph, InMemorySaver] | None = None
+
+    def _restrict_requests(self) -> None:
+        self.computer.restrict_requests(
+            self.domains.allows_request if self.domains.restricted else None,
+            subresources=self.block_foreign_requests,
+        )
+
+    def _render_prompt(self, *, human_available: bool) -> str:
+        return render_system_prompt(
+            tools=self.tool_names,
+            environment="a web browser"
+            if self.computer.kind == "browser"
+            else "a computer desktop",
+            secret_names=self.secrets.names,
+            allowed_domains=self.domains.describe(),
+            human_available=human_available,
+            template=self._prompt_template,
+        )
 
     # ------------------------------------------------------------------ control
 
     def stop(self) -> None:
         """Ask the run in progress to end with status "stopped" at the next step boundary.
 
-        Thread-safe; a stop() before run() starts is cleared by run().
+        Thread-safe; a stop() before a run starts is cleared when it starts.
         """
         self._stop.set()
 
@@ -407,7 +605,8 @@ class GUIAgent:
 
     @property
     def computer_executor(self) -> Executor:
-        """The executor `arun` runs computer calls on (created on first use)."""
+        """The executor `arun` (and the async graph) runs computer calls on (created on
+        first use)."""
         if self._executor is not None:
             return self._executor
         if self._own_executor is None:
@@ -439,6 +638,84 @@ class GUIAgent:
             "max_tiles": self.max_tiles,
         }
 
+    # ------------------------------------------------------------------ the graph
+
+    def graph(
+        self,
+        checkpointer: BaseCheckpointSaver | None = None,
+        *,
+        human_in_the_loop: bool = True,
+        name: str = "gui_agent",
+        interrupt_before: Sequence[str] | None = None,
+        interrupt_after: Sequence[str] | None = None,
+    ) -> CompiledStateGraph:
+        """This agent's run as a compiled LangGraph graph (nodes: `NODES`).
+
+        human_in_the_loop: risky actions (and every action with approve_every_action) and
+        ask_user interrupt the graph (`interrupt()`) for a person's say; False refuses them
+        as a run without anyone watching does. Resuming needs a checkpointer and the same
+        ``thread_id``. The graph's default recursion_limit fits max_steps.
+        """
+        mode = _Mode(
+            can_confirm=human_in_the_loop,
+            can_ask=human_in_the_loop,
+            system_prompt=self._render_prompt(human_available=human_in_the_loop),
+            name=name,
+        )
+        return self._compile(mode, checkpointer, interrupt_before, interrupt_after)
+
+    def _compile(
+        self,
+        mode: _Mode,
+        checkpointer: BaseCheckpointSaver | None,
+        interrupt_before: Sequence[str] | None = None,
+        interrupt_after: Sequence[str] | None = None,
+    ) -> CompiledStateGraph:
+        builder = StateGraph(AgentState, input_schema=AgentInput)
+        nodes: dict[str, Callable[[_Mode, AgentState], Steps]] = {
+            "start": self._start_node,
+            "observe": self._step_node(self._observe_phase, new_step=True),
+            "decide": self._step_node(self._decide_phase),
+            "ground": self._step_node(self._ground_phase),
+            "check": self._step_node(self._check_phase),
+            "act": self._step_node(self._act_phase),
+            "record": self._record_node,
+            "finish": self._finish_node,
+        }
+        for node, body in nodes.items():
+            builder.add_node(node, self._runnable(node, body, mode))
+        builder.add_edge(START, "start")
+        builder.add_conditional_edges("start", _after_start, ["observe", "finish"])
+        builder.add_conditional_edges("observe", _after_observe, ["decide", "record", "finish"])
+        builder.add_conditional_edges("decide", _after_decide, ["ground", "act", "record"])
+        builder.add_conditional_edges("ground", _after_ground, ["check", "record"])
+        builder.add_conditional_edges("check", _after_check, ["act", "ground", "record"])
+        builder.add_edge("act", "record")
+        builder.add_conditional_edges("record", _after_record, ["observe", "finish"])
+        builder.add_edge("finish", END)
+        compiled = builder.compile(
+            checkpointer=checkpointer,
+            name=mode.name,
+            interrupt_before=list(interrupt_before) if interrupt_before else None,
+            interrupt_after=list(interrupt_after) if interrupt_after else None,
+        )
+        return compiled.with_config(recursion_limit=_NODES_PER_STEP * (self.max_steps + 1))
+
+    def _runnable(
+        self, name: str, body: Callable[[_Mode, AgentState], Steps], mode: _Mode
+    ) -> Runnable:
+        """A node that drives `body`'s effects in the calling thread (graph.invoke /
+        stream) or awaits them, with blocking work on `computer_executor` (ainvoke /
+        astream)."""
+
+        def run_sync(state: AgentState) -> dict[str, Any]:
+            return drive_sync(body(mode, state))
+
+        async def run_async(state: AgentState) -> dict[str, Any]:
+            return await drive_async(body(mode, state), self.computer_executor)
+
+        return RunnableLambda(run_sync, afunc=run_async, name=name)
+
     # ------------------------------------------------------------------ running
 
     def run(self, task: str, *, start_url: str | None = None) -> AgentResult:
@@ -449,87 +726,664 @@ class GUIAgent:
         model does never raises. Model calls run in this thread.
         """
         task = self._begin(task, start_url)
-        try:
-            return drive_sync(self._run(task, start_url))
+        graph, saver = self._runner_graph()
+        config: RunnableConfig = {"configurable": {"thread_id": uuid.uuid4().hex}}
+        value: Any = {"task": task, "start_url": start_url}
+        try:  # _begin took the agent: nothing may raise before this try
+            while True:
+                pending: list[Any] = []
+                for chunk in graph.stream(value, config, stream_mode="updates"):
+                    pending += self._take_update(chunk)
+                if not pending:
+                    return self._result(graph.get_state(config).values)
+                value = Command(resume=drive_sync(self._answer(pending[0].value)))
         finally:
+            saver.delete_thread(config["configurable"]["thread_id"])
             self._busy.release()
 
     async def arun(self, task: str, *, start_url: str | None = None) -> AgentResult:
         """Async `run`: model calls are awaited (ainvoke); computer calls and disk writes run
         on `computer_executor`."""
         task = self._begin(task, start_url)
-        try:
-            return await drive_async(self._run(task, start_url), self.computer_executor)
+        graph, saver = self._runner_graph()
+        config: RunnableConfig = {"configurable": {"thread_id": uuid.uuid4().hex}}
+        value: Any = {"task": task, "start_url": start_url}
+        try:  # _begin took the agent: nothing may raise before this try
+            while True:
+                pending: list[Any] = []
+                async for chunk in graph.astream(value, config, stream_mode="updates"):
+                    pending += self._take_update(chunk)
+                if not pending:
+                    state = await graph.aget_state(config)
+                    return self._result(state.values)
+                answer = await drive_async(self._answer(pending[0].value), self.computer_executor)
+                value = Command(resume=answer)
         finally:
+            saver.delete_thread(config["configurable"]["thread_id"])
             self._busy.release()
+
+    def _result(self, state: Mapping[str, Any]) -> AgentResult:
+        result = AgentResult.from_state(state)
+        result.output = self._output_value(result.output)
+        return result
 
     def _begin(self, task: str, start_url: str | None) -> str:
         """Check the arguments and take the agent for one run; returns the task, stripped."""
+        task = self._check_task(task, start_url)
+        self._runner_graph()  # built before the agent is taken
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("this GUIAgent is already running a task")
+        self._stop.clear()
+        return task
+
+    def _check_task(self, task: Any, start_url: str | None) -> str:
         if not isinstance(task, str) or not task.strip():
             raise ConfigurationError("the task must be a non-empty string")
         if start_url is not None and not self.domains.allows(start_url):
             raise ConfigurationError(
                 f"start_url {start_url!r} is outside allowed_domains ({self.domains.describe()})"
             )
-        if not self._busy.acquire(blocking=False):
-            raise RuntimeError("this GUIAgent is already running a task")
-        self._stop.clear()
         return task.strip()
 
-    def _run(self, task: str, start_url: str | None) -> Steps:
-        """Open the record, open start_url, run steps until an ending, finish the record."""
-        meta = redact_value(self.record_meta(start_url), self.redact)
-        # on the computer's thread (sync Playwright is bound to it), before anything is opened
-        yield Blocking(
-            lambda: self.computer.restrict_requests(
-                self.domains.allows_request if self.domains.restricted else None,
-                subresources=self.block_foreign_requests,
+    def _runner_graph(self) -> tuple[CompiledStateGraph, InMemorySaver]:
+        """The graph run / arun stream: the callbacks say who can answer."""
+        if self._runner is None:
+            saver = InMemorySaver()
+            mode = _Mode(
+                can_confirm=self.guard.confirm_callback is not None,
+                can_ask=self.ask_user is not None,
+                system_prompt=self.system_prompt,
             )
+            self._runner = (self._compile(mode, saver), saver)
+        return self._runner
+
+    def _take_update(self, chunk: Mapping[str, Any]) -> list[Any]:
+        """One "updates" chunk: on_step gets a finished step's record; returns interrupts."""
+        pending: list[Any] = []
+        for node, update in chunk.items():
+            if node == "__interrupt__":
+                pending.extend(update)
+            elif node == "record" and update and update.get("record"):
+                self._notify(StepRecord.model_validate(update["record"]))
+        return pending
+
+    def _answer(self, request: Mapping[str, Any]) -> Steps:
+        """The resume value for an interrupt, from the confirm / ask_user callback."""
+        if request.get("type") == "ask_user":
+            reply: HumanReply = yield HumanCall(
+                self.ask_user or (lambda _q: None), request["question"], self.callback_timeout
+            )
+            if reply.error is not None:
+                return {"error": reply.error}
+            return {"answer": None if reply.value is None else safe_str(reply.value)}
+        callback = self.guard.confirm_callback or (lambda _d: False)
+        reply = yield HumanCall(callback, request["description"], self.callback_timeout)
+        if reply.error is not None:
+            return {"decision": "reject", "reason": f"the confirmation failed ({reply.error})"}
+        return {"decision": "approve" if approved(reply.value) else "reject"}
+
+    # ------------------------------------------------------------------ state <-> run
+
+    def _live(self, run_dir: str) -> _Live:
+        """This process's objects of a run: made at the start, or reopened from the run
+        folder when the run was started elsewhere (a checkpoint resumed in a new process)."""
+        live = self._lives.get(run_dir)
+        if live is None:
+            live = _Live(RunRecorder.reopen(run_dir))
+            self._keep_live(run_dir, live)
+        return live
+
+    def _keep_live(self, run_dir: str, live: _Live) -> None:
+        self._lives[run_dir] = live
+        self._lives.move_to_end(run_dir)
+        while len(self._lives) > 8:  # runs left at an interrupt and never resumed
+            self._lives.popitem(last=False)
+
+    def _load(self, state: AgentState, *, new_step: bool = False) -> tuple[_Run, _Step]:
+        """The run and the step in progress from the state (a new step for observe)."""
+        live = self._live(state["run_dir"])
+        history = History(self.screenshots_in_history)
+        history.entries = [HistoryEntry(**entry) for entry in state.get("history", [])]
+        visits = state.get("visits") or {}
+        run = _Run(
+            task=state.get("task") or "",
+            live=live,
+            history=history,
+            frames=list(state.get("frames") or []),
+            visits=Visits(set(visits.get("seen_hosts", [])), visits.get("last_allowed_url")),
+            steps=state.get("steps", 0),
+            reminder=state.get("reminder"),
+            invalid_streak=state.get("invalid_streak", 0),
+            fail_signature=state.get("fail_signature"),
+            fail_count=state.get("fail_count", 0),
+            output=state.get("output"),
         )
+        if new_step:
+            return run, _Step(StepRecord(index=run.steps + 1))
+        record = StepRecord.model_validate(state.get("record") or {"index": run.steps + 1})
+        step = _Step(record, spent=dict(state.get("timings") or {}))
+        step.shot = self._shot(run, record.index)
+        stored = state.get("action")
+        if stored:
+            step.action = self.action_models[stored["name"]].model_validate(stored["args"])
+            step.edited = stored.get("edited")
+        step.extra_calls = state.get("extra_calls", 0)
+        targets = state.get("targets")
+        if targets is not None:
+            step.located = True
+            step.point, step.end = _pair(targets.get("point")), _pair(targets.get("end"))
+            step.box = _pair(targets.get("box"))
+            step.notes = list(targets.get("notes", []))
+            step.page_url = targets.get("page_url")
+        outcome = state.get("outcome")
+        if outcome is not None:
+            step.outcome = ActionOutcome(**outcome)
+        step.approved = state.get("approved")
+        ending = state.get("ending")
+        if ending:
+            step.ending = (ending["status"], ending.get("answer"), ending.get("error"))
+        return run, step
+
+    def _shot(self, run: _Run, index: int) -> Screenshot | None:
+        """Screenshot `index` of the run: the one this process holds, else its file."""
+        shot = run.live.shots.get(index)
+        if shot is not None:
+            return shot
+        frame = next((f for f in run.frames if f["step"] == index), None)
+        path = run.recorder.path / (frame["path"] if frame else _frame_name(index))
+        if not path.is_file():
+            return None
+        url = frame.get("url") if frame else None
+        title = frame.get("title") if frame else None
+        shot = Screenshot(url=url, title=title, png=path.read_bytes())  # decoded when needed
+        run.live.shots[index] = shot
+        return shot
+
+    def _dump(
+        self, run: _Run, step: _Step, state: AgentState, *, full: bool = False
+    ) -> dict[str, Any]:
+        """The node's update: what changed in the state (text redacted; everything when
+        `full`), and the record."""
+        redact = self.redact
+        action = None
+        if step.action is not None:
+            args = redact_value(step.action.model_dump(mode="json"), redact)
+            action = {"name": step.action.tool_name, "args": args}
+            if step.edited is not None:
+                action["edited"] = step.edited
+        outcome = None
+        if step.outcome is not None:
+            o = step.outcome
+            url = redact(o.url) if o.url else None
+            outcome = {"ok": o.ok, "message": redact(o.message), "url": url, "abort": o.abort}
+        ending = None
+        if step.ending is not None:
+            status, answer, error = step.ending
+            ending = {
+                "status": status,
+                "answer": None if answer is None else redact(answer),
+                "error": None if error is None else redact(error),
+            }
+        targets = None
+        if step.located:
+            targets = {
+                "point": step.point,
+                "end": step.end,
+                "box": step.box,
+                "notes": [redact(n) for n in step.notes],
+                "page_url": step.page_url,
+            }
+        update: dict[str, Any] = {
+            "frames": run.frames,
+            "visits": {
+                "seen_hosts": sorted(run.visits.seen_hosts),
+                "last_allowed_url": run.visits.last_allowed_url,
+            },
+            "steps": run.steps,
+            "reminder": run.reminder,
+            "invalid_streak": run.invalid_streak,
+            "fail_signature": run.fail_signature,
+            "fail_count": run.fail_count,
+            "output": run.output,
+            "action": action,
+            "extra_calls": step.extra_calls,
+            "targets": json_safe(targets),
+            "timings": self._timings(step),
+            "outcome": outcome,
+            "approved": step.approved,
+            "ending": ending,
+        }
+        changed = {k: v for k, v in update.items() if full or state.get(k) != v}
+        new_entries = run.history.entries[len(state.get("history", [])) :]
+        if new_entries:
+            changed["history"] = [asdict(entry) for entry in new_entries]
+        changed["record"] = self._clean(step.record)
+        return changed
+
+    def _timings(self, step: _Step) -> dict[str, float]:
+        """The step's phase seconds: the earlier nodes' plus this one's."""
+        spent = dict(step.spent)
+        now = step.timer.timings().model_dump(exclude={"framework_overhead"})
+        for name, seconds in now.items():
+            spent[name] = spent.get(name, 0.0) + seconds
+        return spent
+
+    def _clean(self, record: StepRecord) -> dict[str, Any]:
+        return redact_value(json_safe(record.model_dump()), self.redact)
+
+    # ------------------------------------------------------------------ nodes
+
+    def _step_node(
+        self, phase: Callable[[_Mode, _Run, _Step], Steps], *, new_step: bool = False
+    ) -> Callable[[_Mode, AgentState], Steps]:
+        """A node running one phase of the step: an error becomes the step's ending (the
+        record node writes it); KeyboardInterrupt / cancellation records the step, finishes
+        the run as "stopped" and is raised again; an interrupt() passes through."""
+
+        def body(mode: _Mode, state: AgentState) -> Steps:
+            if new_step and self.stop_requested:  # asked between steps (on_step included)
+                ending = {"status": "stopped", "answer": None, "error": "stopped by stop()"}
+                return {"ending": ending, "record": None}
+            run, step = self._load(state, new_step=new_step)
+            record = step.record
+            try:
+                yield from phase(mode, run, step)
+            except GraphBubbleUp:
+                raise
+            except _EndRun as end:
+                record.error = self.redact(record.error or end.error)
+                step.ending = (end.status, None, end.error)
+            except LeftAllowedDomains as exc:
+                record.error = self.redact(str(exc))
+                step.ending = ("failed", None, record.error)
+            except Exception as exc:
+                logger.exception("step %d failed", record.index)
+                record.error = self.redact(f"internal error: {type(exc).__name__}: {exc}")
+                step.ending = ("error", None, record.error)
+            except BaseException as exc:  # KeyboardInterrupt, CancelledError: record, re-raise
+                self._interrupted(run, step, exc)
+                raise
+            return self._dump(run, step, state)
+
+        return body
+
+    def _interrupted(self, run: _Run, step: _Step | None, exc: BaseException) -> None:
+        what = f"interrupted ({type(exc).__name__})"
+        if step is not None:
+            step.record.error = what
+            step.record.timings = StepTimings(**self._timings(step))
+            self._record(run, step)
+        self._finish(run, ("stopped", None, what))
+        self._lives.pop(str(run.recorder.path), None)
+
+    def _start_node(self, mode: _Mode, state: AgentState) -> Steps:
+        """Open the record, open start_url; the whole state of a new run."""
+        task = state.get("task")
+        if not task:
+            task = _task_from_messages(state.get("messages") or [])
+        start_url = state.get("start_url")
+        task = self._check_task(task, start_url)
+        self._stop.clear()
+        # on the computer's thread (sync Playwright is bound to it), before anything is opened
+        yield Blocking(self._restrict_requests)
+        meta = redact_value(self.record_meta(start_url), self.redact)
         recorder = yield Blocking(
             lambda: RunRecorder(self.record_dir, task=self.redact(task), meta=meta)
         )
-        run = _Run(task, recorder, History(self.screenshots_in_history))
-        self.computer.use_download_dir(recorder.path / "downloads")
+        live = _Live(recorder)
+        self._keep_live(str(recorder.path), live)
+        run = _Run(task, live, History(self.screenshots_in_history))
+        yield Blocking(lambda: self.computer.use_download_dir(recorder.path / "downloads"))
         logger.info("run %s started: %s", recorder.run_id, self.redact(task))
+        ending: Ending | None = None
         try:
-            opened = (yield from self._open_start(run, start_url)) if start_url else None
-            ending: Ending = opened or (yield from self._steps(run))
-        except Exception as exc:  # a bug in the loop itself: keep the record
+            ending = (yield from self._open_start(run, start_url)) if start_url else None
+        except Exception as exc:  # a bug in the agent itself: keep the record
             logger.exception("the agent loop failed")
             ending = ("error", None, f"internal error: {type(exc).__name__}: {exc}")
-        except BaseException as exc:  # KeyboardInterrupt, CancelledError: record, re-raise
-            self._finish(run, ("stopped", None, f"interrupted ({type(exc).__name__})"))
+        except BaseException as exc:
+            self._interrupted(run, None, exc)
             raise
+        step = _Step(StepRecord(index=0), ending=ending)
+        update = self._dump(run, step, {}, full=True)
+        update.update(
+            task=task,
+            start_url=start_url,
+            run_dir=str(recorder.path),
+            history=Overwrite([asdict(e) for e in run.history.entries]),
+            record=None,
+            result=None,
+        )
+        return update
+
+    def _observe_phase(self, mode: _Mode, run: _Run, step: _Step) -> Steps:
+        yield from self._observe(run, step)
+
+    def _decide_phase(self, mode: _Mode, run: _Run, step: _Step) -> Steps:
+        """The model's reply: done and invalid replies end the step here."""
+        record, index = step.record, step.record.index
+        reply = yield from self._decide(mode, run, step)
+        if reply.action is None:
+            step.ending = self._invalid(run, record, reply.error or "no action")
+            return
+        run.invalid_streak = 0
+        action = reply.action
+        record.action = ActionRecord(
+            name=action.tool_name, args=action.model_dump(mode="json", exclude_none=True)
+        )
+        if isinstance(action, Done):
+            logger.info("step %d: %s", index, self.redact(action.describe()))
+            output = getattr(action, "output", None)
+            if output is not None:
+                dumped = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+                run.output = redact_value(json_safe(dumped), self.redact)
+            step.ending = ("done" if action.success else "failed", action.answer, None)
+            return
+        step.action, step.extra_calls = action, reply.extra_calls
+
+    def _ground_phase(self, mode: _Mode, run: _Run, step: _Step) -> Steps:
+        """The action's targets in screenshot pixels, or a failed outcome."""
+        assert step.action is not None
+        yield from self._ensure_observed(run, step)
+        assert step.shot is not None
+        targets = yield from self._locate(step, step.action, step.shot)
+        if isinstance(targets, ActionOutcome):
+            step.outcome = targets
+            return
+        step.located, step.point, step.end, step.notes = (
+            True,
+            targets.point,
+            targets.end,
+            targets.notes,
+        )
+
+    def _check_phase(self, mode: _Mode, run: _Run, step: _Step) -> Steps:
+        """The guard's say: blocked, or fine, or risky (and every action with
+        approve_every_action): a person approves, refuses or edits it."""
+        action = step.action
+        assert action is not None
+        if isinstance(action, TypeText) and self.secrets.used_in(action.text):
+            try:
+                self.secrets.substitute(action.text)
+            except UnknownSecretError as exc:
+                step.outcome = ActionOutcome(False, f"nothing was typed: {exc}")
+                return
+            # judged on the page as it is now (it may have moved since the screenshot)
+            step.page_url = yield from self._page_url(run, step, now=True)
+        else:
+            step.page_url = yield from self._page_url(run, step, now=False)
+        verdict = self.guard.assess(action, step.page_url, run.visits)
+        if isinstance(verdict, ActionOutcome):
+            step.outcome = verdict
+            return
+        if verdict is None and not self.approve_every_action:
+            return
+        if step.approved == _signature(action):
+            return  # a person approved (or wrote) this very action
+        risk = verdict or Risk(
+            action.describe(), "every action needs approval in this run (approve_every_action)"
+        )
+        description = self.redact(risk.description)
+        if not mode.can_confirm:
+            step.outcome = refusal(description, "nobody can confirm it in this run")
+            return
+        approval, edited = yield from self._approval(run, step, action, risk)
+        if approval.decision == "reject":
+            step.outcome = refusal(description, approval.reason)
+            return
+        if edited is None:
+            logger.info("confirmed: %s", description)
+            step.approved = _signature(action)
+            return
+        logger.info("edited: %s -> %s", description, self.redact(edited.describe()))
+        step.edited = step.edited or self.redact(action.describe())
+        step.action, step.approved = edited, _signature(edited)
+        step.record.action = ActionRecord(
+            name=edited.tool_name, args=edited.model_dump(mode="json", exclude_none=True)
+        )
+        step.record.grounding, step.box = None, None
+        step.located, step.point, step.end, step.notes = False, None, None, []
+
+    def _page_url(self, run: _Run, step: _Step, *, now: bool) -> Steps:
+        """The page the guard judges: the screenshot's (or, `now`, the computer's) URL; the
+        recorded URL when this process did not capture the step (it captures it again
+        before acting)."""
+        if run.live.observed != step.record.index:
+            return step.record.url
+        shot_url = step.shot.url if step.shot is not None else None
+        if now:
+            return (yield from self.guard.current_url()) or shot_url
+        return shot_url
+
+    def _approval(self, run: _Run, step: _Step, action: Action, risk: Risk) -> Steps:
+        """interrupt() until the resume value reads as a decision; an edit is validated
+        like the model's action. Returns (Approval, the edited action or None)."""
+        request = yield Blocking(lambda: self._approval_request(run, step, action, risk))
+        yield Blocking(run.recorder.flush)  # the run may be resumed elsewhere: files on disk
+        error: str | None = None
+        while True:
+            value = interrupt({**request, "error": error})
+            answer = read_approval(value)
+            if isinstance(answer, str):
+                error = answer
+                continue
+            if answer.decision != "edit":
+                return answer, None
+            edited = self._edited(action, answer)
+            if isinstance(edited, str):
+                error = edited
+                continue
+            return answer, edited
+
+    def _edited(self, action: Action, answer: Approval) -> Action | str:
+        """The edited action, validated as a model's would be, or why it is not valid."""
+        name = answer.name or action.tool_name
+        if name in ("done", "ask_user"):
+            return f"an edit must stay an action on the computer, not {name}"
+        try:
+            return parse_action(
+                name, answer.args or {}, allowed=self.tool_names, models=self.action_models
+            )
+        except ActionValidationError as exc:
+            return f"the edited action is not valid: {exc}"
+
+    def _approval_request(
+        self, run: _Run, step: _Step, action: Action, risk: Risk
+    ) -> ApprovalRequest:
+        """The interrupt payload: the action, why it is risky, its target marked on the
+        screenshot (a PNG written next to the step's, as a path or a data URL)."""
+        redact, index = self.redact, step.record.index
+        image_path = run.recorder.path / f"step-{index:03d}-approval.png"
+        shot = step.shot
+        if shot is not None:
+            raw = run.recorder.path / _frame_name(index)
+            if not raw.exists():  # so another process resuming the run has the screenshot
+                atomic_write(raw, shot.png_bytes())
+            marked = draw_box(shot.image, box=step.box, point=step.point)
+            if step.end is not None:
+                marked = draw_box(marked, point=step.end)
+            atomic_write(image_path, _png(marked))
+        screenshot: str | None = None
+        if image_path.is_file():
+            screenshot = str(image_path.resolve())
+            if self.approval_image == "data_url":
+                encoded = base64.b64encode(image_path.read_bytes()).decode("ascii")
+                screenshot = "data:image/png;base64," + encoded
+        args = redact_value(action.model_dump(mode="json", exclude_none=True), redact)
+        description = redact(risk.description)
+        element = getattr(action, "element", None) or getattr(action, "from_element", None)
+        return {
+            "type": "approve_action",
+            "step": index,
+            "action": {"name": action.tool_name, "args": args},
+            "description": description,
+            "reason": redact(risk.reason),
+            "url": redact(step.page_url) if step.page_url else None,
+            "target": {
+                "point": list(step.point) if step.point else None,
+                "end": list(step.end) if step.end else None,
+                "box": list(step.box) if step.box else None,
+                "element": redact(element) if element else None,
+            },
+            "screenshot": screenshot,
+            "screenshot_size": list(shot.size) if shot is not None else None,
+            "decisions": list(DECISIONS),
+            "args_schema": self.action_models[action.tool_name].model_json_schema(),
+            "error": None,
+            "action_requests": [
+                {"name": action.tool_name, "args": args, "description": description}
+            ],
+            "review_configs": [
+                {"action_name": action.tool_name, "allowed_decisions": list(DECISIONS)}
+            ],
+        }
+
+    def _act_phase(self, mode: _Mode, run: _Run, step: _Step) -> Steps:
+        """Run the action (ask_user: put the question to a person)."""
+        action = step.action
+        assert action is not None
+        if isinstance(action, AskUser):
+            step.outcome = yield from self._ask(mode, run, step, action.question)
+            return
+        if (yield from self._ensure_observed(run, step)) or not step.located:
+            # captured again (another process resumed the run): locate on the new screen,
+            # and the hard rules again (a person's approval does not lift a block)
+            assert step.shot is not None
+            targets = yield from self._locate(step, action, step.shot)
+            if isinstance(targets, ActionOutcome):
+                step.outcome = targets
+                return
+            step.located, step.point, step.end, step.notes = (
+                True,
+                targets.point,
+                targets.end,
+                targets.notes,
+            )
+            step.page_url = step.shot.url
+            verdict = self.guard.assess(action, step.page_url, run.visits)
+            if isinstance(verdict, ActionOutcome):
+                step.outcome = verdict
+                return
+        assert step.shot is not None
+        step.outcome = yield from self._act(run, step, action, step.shot)
+
+    def _ask(self, mode: _Mode, run: _Run, step: _Step, question: str) -> Steps:
+        """The ask_user outcome: interrupt() until the resume value reads as an answer."""
+        if not mode.can_ask:
+            return nobody_to_ask()
+        yield Blocking(run.recorder.flush)  # the run may be resumed elsewhere: files on disk
+        request: QuestionRequest = {
+            "type": "ask_user",
+            "step": step.record.index,
+            "question": self.redact(question),
+            "error": None,
+        }
+        error: str | None = None
+        while True:
+            reply = read_answer(interrupt({**request, "error": error}))
+            if isinstance(reply, str):
+                error = reply
+                continue
+            return answer_outcome(reply)
+
+    def _record_node(self, mode: _Mode, state: AgentState) -> Steps:
+        """The outcome into the history, loop detection, the step's record; the ending."""
+        run, step = self._load(state)
+        record = step.record
+        try:
+            if step.ending is None and step.action is not None and step.outcome is not None:
+                step.ending = self._conclude(run, step, step.action, step.outcome)
+        except Exception as exc:
+            logger.exception("step %d failed", record.index)
+            record.error = self.redact(f"internal error: {type(exc).__name__}: {exc}")
+            step.ending = ("error", None, record.error)
+        run.steps = record.index
+        try:
+            clean = yield Blocking(lambda: self._record(run, step))
+        except BaseException as exc:
+            self._interrupted(run, None, exc)
+            raise
+        if step.ending is None and run.steps >= self.max_steps:
+            step.ending = (
+                "max_steps",
+                None,
+                f"reached max_steps={self.max_steps} before the task was done",
+            )
+        update = self._dump(run, step, state)
+        update["record"] = clean.model_dump(mode="json")
+        return update
+
+    def _conclude(
+        self, run: _Run, step: _Step, action: Action, outcome: ActionOutcome
+    ) -> Ending | None:
+        """What the model is told of the action, into the history; the repeat checks."""
+        record, index = step.record, step.record.index
+        if step.edited is not None:
+            outcome.message = (
+                f"the user changed your action ({step.edited}) to "
+                f"{action.describe()}: {outcome.message}"
+            )
+        if step.extra_calls:
+            outcome.message += (
+                f" (you made {step.extra_calls + 1} tool calls; only the first was run: "
+                "make one call per reply)"
+            )
+        if record.action is not None:
+            record.action.point_px = step.point
+        record.outcome = OutcomeRecord(ok=outcome.ok, message=self.redact(outcome.message))
+        described = self.redact(action.describe())
+        run.history.add(
+            HistoryEntry(
+                step=index,
+                kind="action",
+                action=described,
+                ok=outcome.ok,
+                message=self.redact(outcome.message),
+                url=self._clean_url(outcome.url),
+            )
+        )
+        status = "OK" if outcome.ok else "FAILED"
+        logger.info("step %d: %s -> %s: %s", index, described, status, record.outcome.message)
+        return self._check_repeats(run, index, action, outcome)
+
+    def _finish_node(self, mode: _Mode, state: AgentState) -> Steps:
+        """Finish the record and its report; the result (and the answer as a message)."""
+        run, step = self._load(state)
+        ending: Ending = step.ending or ("error", None, "internal error: the run has no ending")
         ending = self._check_record(run, ending)
         yield Blocking(lambda: self._finish(run, ending))
         ending = self._check_record(run, ending)  # finishing itself may have failed
         status, answer, error = ending
-        logger.info("run %s ended: %s", recorder.run_id, status)
-        return AgentResult(
-            status=status,
-            answer=None if answer is None else self.redact(answer),
-            steps=run.steps,
-            record_path=recorder.path,
-            error=None if error is None else self.redact(error),
-            history=list(run.history.entries),
-            output=self._clean_output(run.output) if status == "done" else None,
-        )
+        logger.info("run %s ended: %s", run.recorder.run_id, status)
+        answer = None if answer is None else self.redact(answer)
+        error = None if error is None else self.redact(error)
+        self._lives.pop(state["run_dir"], None)
+        text = answer or (f"{status}: {error}" if error else status)
+        return {
+            "ending": {"status": status, "answer": answer, "error": error},
+            "result": {
+                "status": status,
+                "answer": answer,
+                "error": error,
+                "steps": run.steps,
+                "record_path": str(run.recorder.path),
+                "output": run.output if status == "done" else None,
+            },
+            "messages": [AIMessage(content=text, name=mode.name)],
+        }
 
-    def _clean_output(self, output: Any) -> Any:
-        """The output with secret values redacted (re-validated when that changed it)."""
-        if output is None or not self.secrets:
+    # ------------------------------------------------------------------ the phases
+
+    def _output_value(self, output: Any) -> Any:
+        """done's output from the state (JSON, secrets redacted) as the output_schema's model
+        instance; the JSON itself for a dict schema, or when redaction made it invalid."""
+        schema = self.output_schema
+        if output is None or not (isinstance(schema, type) and issubclass(schema, BaseModel)):
             return output
-        dumped = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
-        clean = redact_value(dumped, self.redact)
-        if clean == dumped:
+        try:
+            return schema.model_validate(output)
+        except Exception:
             return output
-        if isinstance(output, BaseModel):
-            try:
-                return type(output).model_validate(clean)
-            except Exception:
-                return clean
-        return clean
 
     def _open_start(self, run: _Run, url: str) -> Steps:
         """Open start_url before the first step; the outcome goes into the history. A start
@@ -554,16 +1408,6 @@ class GUIAgent:
         )
         logger.info("start: open %s -> %s", self.redact(url), "OK" if outcome.ok else "FAILED")
         return None
-
-    def _steps(self, run: _Run) -> Steps:
-        for index in range(1, self.max_steps + 1):
-            if self.stop_requested:
-                return ("stopped", None, "stopped by stop()")
-            ending = yield from self._step(run, index)
-            run.steps = index
-            if ending is not None:
-                return ending
-        return ("max_steps", None, f"reached max_steps={self.max_steps} before the task was done")
 
     def _check_record(self, run: _Run, ending: Ending) -> Ending:
         """`ending`, or an "error" saying the record is incomplete when a write failed: a run
@@ -606,74 +1450,6 @@ class GUIAgent:
             except Exception:
                 logger.exception("could not update %s", recorder.path)
 
-    # ------------------------------------------------------------------ one step
-
-    def _step(self, run: _Run, index: int) -> Steps:
-        """Run and record step `index`; returns an Ending to stop, else None."""
-        step = _Step(StepRecord(index=index))
-        record = step.record
-        try:
-            ending = yield from self._step_body(run, step)
-        except _EndRun as end:
-            record.error = self.redact(record.error or end.error)
-            ending = (end.status, None, end.error)
-        except LeftAllowedDomains as exc:
-            record.error = self.redact(str(exc))
-            ending = ("failed", None, record.error)
-        except Exception as exc:
-            logger.exception("step %d failed", index)
-            record.error = self.redact(f"internal error: {type(exc).__name__}: {exc}")
-            ending = ("error", None, record.error)
-        except BaseException as exc:
-            record.error = f"interrupted ({type(exc).__name__})"
-            self._record(run, step)
-            raise
-        clean = yield Blocking(lambda: self._record(run, step))
-        self._notify(clean)
-        return ending
-
-    def _step_body(self, run: _Run, step: _Step) -> Steps:
-        """observe -> decide -> act (or done / ask_user) -> history and repeat checks."""
-        record, index = step.record, step.record.index
-        shot = yield from self._observe(run, step)
-        reply = yield from self._decide(run, step)
-        if reply.action is None:
-            return self._invalid(run, record, reply.error or "no action")
-        run.invalid_streak = 0
-        action = reply.action
-        record.action = ActionRecord(
-            name=action.tool_name, args=action.model_dump(mode="json", exclude_none=True)
-        )
-        if isinstance(action, Done):
-            logger.info("step %d: %s", index, self.redact(action.describe()))
-            run.output = getattr(action, "output", None)
-            return ("done" if action.success else "failed", action.answer, None)
-        if isinstance(action, AskUser):
-            outcome = yield from ask_human(self.ask_user, action.question, self.callback_timeout)
-        else:
-            outcome = yield from self._act(run, step, action, shot)
-        if reply.extra_calls:
-            outcome.message += (
-                f" (you made {reply.extra_calls + 1} tool calls; only the first was run: "
-                "make one call per reply)"
-            )
-        record.action.point_px = step.point
-        record.outcome = OutcomeRecord(ok=outcome.ok, message=self.redact(outcome.message))
-        described = self.redact(action.describe())
-        run.history.add(
-            HistoryEntry(
-                step=index,
-                kind="action",
-                action=described,
-                ok=outcome.ok,
-                message=self.redact(outcome.message),
-                url=self._clean_url(outcome.url),
-            )
-        )
-        status = "OK" if outcome.ok else "FAILED"
-        logger.info("step %d: %s -> %s: %s", index, described, status, record.outcome.message)
-        return self._check_repeats(run, index, action, outcome)
-
     def _observe(self, run: _Run, step: _Step) -> Steps:
         """Capture the screen: the Screenshot for this step, in the history's frames."""
         shot: Screenshot = yield from self._capture(step)
@@ -697,8 +1473,51 @@ class GUIAgent:
         step.record.url = self._clean_url(shot.url)
         step.record.screenshot_size = shot.size
         self.guard.observe(run.visits, shot.url)
-        run.history.add_frame(ScreenFrame(step.record.index, shot))
+        self._add_frame(run, step.record.index, shot)
         return shot
+
+    def _add_frame(self, run: _Run, index: int, shot: Screenshot) -> None:
+        """The step's screenshot joins the last K frames (the state keeps its file name,
+        this process the Screenshot itself)."""
+        live = run.live
+        live.shots[index], live.observed = shot, index
+        frame = {
+            "step": index,
+            "path": _frame_name(index),
+            "url": self._clean_url(shot.url),
+            "title": None if shot.title is None else self.redact(shot.title),
+        }
+        frames = [f for f in run.frames if f["step"] != index] + [frame]
+        run.frames = frames[-self.screenshots_in_history :]
+        kept = {f["step"] for f in run.frames}
+        for old in [i for i in live.shots if i not in kept]:
+            del live.shots[old]
+
+    def _ensure_observed(self, run: _Run, step: _Step) -> Steps:
+        """Capture the screen again when this process did not capture this step (the run
+        was resumed from a checkpoint elsewhere): the page is reopened at the step's URL
+        first when the computer shows another one. True when it captured again."""
+        index = step.record.index
+        if run.live.observed == index:
+            return False
+        downloads = run.recorder.path / "downloads"
+        yield Blocking(lambda: self.computer.use_download_dir(downloads))
+        url = step.record.url
+        reopened = ""
+        if url and self.domains.allows(url):
+            now = yield from self.guard.current_url()
+            if now != url:
+                computer = self.computer
+                yield computer_call("navigate", lambda: computer.navigate(url))
+                reopened = f"reopened {url} and "
+        yield from self._observe(run, step)
+        message = (
+            f"the run was resumed in another session: the agent {reopened}captured the screen "
+            "again before going on"
+        )
+        run.history.add(HistoryEntry(step=index, kind="note", message=self.redact(message)))
+        logger.info("step %d: %s", index, message)
+        return True
 
     def _capture(self, step: _Step) -> Steps:
         """One screenshot (encoded for the model off the event loop); _EndRun when it fails."""
@@ -716,11 +1535,22 @@ class GUIAgent:
                     "error", f"could not capture the screen: {type(exc).__name__}: {exc}"
                 ) from exc
 
-    def _decide(self, run: _Run, step: _Step) -> Steps:
+    def _frames(self, run: _Run, step: _Step) -> Steps:
+        """The history's screenshots (the last K, the current one last), from this process
+        or from their files; the current one is captured again when it is neither."""
+        if self._shot(run, step.record.index) is None:
+            yield from self._ensure_observed(run, step)
+        for frame in run.frames:
+            shot = self._shot(run, frame["step"])
+            if shot is not None:
+                run.history.add_frame(ScreenFrame(frame["step"], shot))
+
+    def _decide(self, mode: _Mode, run: _Run, step: _Step) -> Steps:
         """Build the messages, call the model, read its reply (a ModelReply)."""
         record = step.record
+        yield from self._frames(run, step)
         messages = build_messages(
-            self.system_prompt,
+            mode.system_prompt,
             run.task,
             run.history,
             step=record.index,
@@ -745,28 +1575,19 @@ class GUIAgent:
         return reply
 
     def _act(self, run: _Run, step: _Step, action: Action, shot: Screenshot) -> Steps:
-        """Locate the targets, check safety, execute, keep the page on allowed domains;
+        """Execute the checked action at its targets, keep the page on allowed domains;
         returns the outcome the model is told."""
-        targets = yield from self._locate(step, action, shot)
-        if isinstance(targets, ActionOutcome):
-            return targets
         text = None
         if isinstance(action, TypeText) and self.secrets.used_in(action.text):
             try:
                 text = self.secrets.substitute(action.text)
             except UnknownSecretError as exc:
                 return ActionOutcome(False, f"nothing was typed: {exc}")
-        page_url = shot.url
         check_focus = None
         if text is not None:
-            # judged on the page as it is now (it may have moved since the screenshot), and
-            # again on where the keys go once the field is clicked
-            page_url = (yield from self.guard.current_url()) or shot.url
-            check_focus = self.guard.typing_check(page_url)
-        refusal = yield from self.guard.check(action, page_url, run.visits)
-        if refusal is not None:
-            return refusal
-        computer, point, end = self.computer, targets.point, targets.end
+            # judged again on where the keys go once the field is clicked
+            check_focus = self.guard.typing_check(step.page_url or shot.url)
+        computer, point, end = self.computer, step.point, step.end
         settled = computer.settle_seconds
         with step.timer.phase("action"):
             outcome = yield computer_call(
@@ -796,7 +1617,7 @@ class GUIAgent:
         elif outcome.ok and isinstance(action, POINTER_ACTIONS):
             # the computer's message repeats the pixel point; keep only its notes after it
             message = message.partition("; ")[2]
-        notes = targets.notes
+        notes = list(step.notes)
         if (
             outcome.url
             and outcome.url != shot.url
@@ -940,7 +1761,7 @@ class GUIAgent:
         except Exception as exc:
             logger.exception("could not save the screenshots of step %d", record.index)
             recorder.lost(f"the screenshots of step {record.index}", exc)
-        record.timings = step.timer.timings()
+        record.timings = StepTimings(**self._timings(step))  # the earlier nodes' phases too
         try:
             data = redact_value(json_safe(record.model_dump()), self.redact)
             clean = StepRecord.model_validate(data)
@@ -962,3 +1783,58 @@ class GUIAgent:
             self.on_step(record)
         except Exception:
             logger.exception("the on_step callback raised")
+
+
+# --------------------------------------------------------------------------- routing
+
+
+def _after_start(state: AgentState) -> str:
+    return "finish" if state.get("ending") else "observe"
+
+
+def _after_observe(state: AgentState) -> str:
+    if state.get("ending"):
+        return "finish" if state.get("record") is None else "record"  # stopped / failed
+    return "decide"
+
+
+def _after_decide(state: AgentState) -> str:
+    action = state.get("action")
+    if state.get("ending") or not action:
+        return "record"
+    return "act" if action["name"] == "ask_user" else "ground"
+
+
+def _after_ground(state: AgentState) -> str:
+    return "record" if state.get("ending") or state.get("outcome") else "check"
+
+
+def _after_check(state: AgentState) -> str:
+    if state.get("ending") or state.get("outcome"):
+        return "record"
+    return "act" if state.get("targets") is not None else "ground"  # an edit: locate it
+
+
+def _after_record(state: AgentState) -> str:
+    return "finish" if state.get("ending") else "observe"
+
+
+def _task_from_messages(messages: Sequence[Any]) -> str:
+    """The task in the langgraph convention: the text of the last human message."""
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            content = message.content
+            if isinstance(content, str):
+                return content
+            return " ".join(
+                block if isinstance(block, str) else str(block.get("text", ""))
+                for block in content
+                if isinstance(block, str) or block.get("type") == "text"
+            )
+    return ""
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

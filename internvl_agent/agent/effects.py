@@ -1,6 +1,7 @@
-"""The agent's I/O as values, so one step loop serves both `run` and `arun`.
+"""The agent's I/O as values, so each node of the agent graph serves both the sync graph
+(`invoke`, `stream`, `GUIAgent.run`) and the async one (`ainvoke`, `astream`, `arun`).
 
-The loop is a generator that yields effects (call the model, do blocking work, ask a human)
+A node's body is a generator that yields effects (call the model, do blocking work, ask a human)
 and receives their results; `drive_sync` performs them in the calling thread, `drive_async`
 awaits model calls and runs blocking work on one executor (sync Playwright must stay on the
 thread that launched it). An exception raised by an effect is thrown back into the loop at

@@ -18,17 +18,18 @@ Secrets: the model never sees values, only names. It writes ``<secret>NAME</secr
 value when typing. Every text that goes to the model, the logs or the run record passes
 through ``Secrets.redact`` first (see `make_redactor`).
 
-`Guard` runs the checks around each action. Before: `navigate` outside allowed_domains is
-blocked; risky actions need the user's confirmation: opening a site not seen in this run and
-not listed in allowed_domains, typing a secret on a page not listed in allowed_domains,
-pressing one of the risky keys; a secret is judged on the page as it is when typing starts,
-and `typing_check` judges again the document holding the focus after the click on the field
-(a click can open another site's autofocused field). The browser itself never sends a request
-for a document outside the allow list (GUIAgent hands `DomainPolicy.allows_request` to
-`Computer.restrict_requests`). After an action, and before each step: when the page is
-outside the allowed domains anyway (a computer that cannot filter), the guard goes back, or
-reopens the last allowed page. URLs are parsed by the WHATWG rules (internvl_agent/urls.py);
-a URL that does not parse is never allowed.
+`Guard` runs the checks around each action. Before (`assess`: blocked, a `Risk`, or fine;
+`check` puts a Risk to the confirm callback, the agent graph to `interrupt()`): `navigate`
+outside allowed_domains is blocked; risky actions need the user's confirmation: opening a site
+not seen in this run and not listed in allowed_domains, typing a secret on a page not listed
+in allowed_domains, pressing one of the risky keys; a secret is judged on the page as it is
+when typing starts, and `typing_check` judges again the document holding the focus after the
+click on the field (a click can open another site's autofocused field). The browser itself
+never sends a request for a document outside the allow list (GUIAgent hands
+`DomainPolicy.allows_request` to `Computer.restrict_requests`). After an action, and before
+each step: when the page is outside the allowed domains anyway (a computer that cannot
+filter), the guard goes back, or reopens the last allowed page. URLs are parsed by the WHATWG
+rules (internvl_agent/urls.py); a URL that does not parse is never allowed.
 
 Redaction covers every form in `encoded_forms` (URL encodings as browsers write them, HTML,
 JSON), case-insensitively.
@@ -64,17 +65,21 @@ __all__ = [
     "Guard",
     "LeftAllowedDomains",
     "Redactor",
+    "Risk",
     "RiskyKeys",
     "Secrets",
     "UnknownSecretError",
     "Visits",
+    "answer_outcome",
     "approved",
     "ask_human",
     "confirm",
     "encoded_forms",
     "host_of",
     "make_redactor",
+    "nobody_to_ask",
     "redact_value",
+    "refusal",
 ]
 
 logger = logging.getLogger("internvl_agent.agent")
@@ -435,12 +440,22 @@ def confirm(
 def ask_human(callback: Callable[[str], Any] | None, question: str, timeout: float | None) -> Steps:
     """The outcome of the ask_user action: the user's answer, or why there is none."""
     if callback is None:
-        return ActionOutcome(
-            False,
-            "nobody is available to answer questions in this run. Continue on your own, "
-            "or call done with success=false if the task cannot be done without an answer.",
-        )
+        return nobody_to_ask()
     reply: HumanReply = yield HumanCall(callback, question, timeout)
+    return answer_outcome(reply)
+
+
+def nobody_to_ask() -> ActionOutcome:
+    """The outcome of ask_user in a run without anyone to answer."""
+    return ActionOutcome(
+        False,
+        "nobody is available to answer questions in this run. Continue on your own, "
+        "or call done with success=false if the task cannot be done without an answer.",
+    )
+
+
+def answer_outcome(reply: HumanReply) -> ActionOutcome:
+    """The outcome of the ask_user action from the person's reply."""
     if reply.error:
         return ActionOutcome(
             False, f"the user could not be asked ({reply.error}). Continue on your own."
@@ -452,6 +467,24 @@ def ask_human(callback: Callable[[str], Any] | None, question: str, timeout: flo
 
 
 # --------------------------------------------------------------------------- the guard
+
+
+@dataclass(frozen=True)
+class Risk:
+    """An action that needs the user's confirmation: what it does, and why it is risky."""
+
+    description: str  # "press ctrl+w": what the confirm callback is asked
+    reason: str  # "ctrl+w is one of the risky keys (...)"
+
+
+def refusal(description: str, reason: str) -> ActionOutcome:
+    """The failed outcome of a risky action that was not confirmed, as the model is told."""
+    logger.info("refused: %s (%s)", description, reason)
+    return ActionOutcome(
+        False,
+        f"refused: '{description}' needs the user's confirmation and {reason}. Nothing was "
+        "done; find another way or call done with success=false.",
+    )
 
 
 class LeftAllowedDomains(Exception):
@@ -500,8 +533,11 @@ class Guard:
         if _is_http(url):
             visits.last_allowed_url = url
 
-    def check(self, action: Action, page_url: str | None, visits: Visits) -> Steps:
-        """None when `action` may run, else a failed outcome (blocked or refused)."""
+    def assess(
+        self, action: Action, page_url: str | None, visits: Visits
+    ) -> ActionOutcome | Risk | None:
+        """None when `action` may run, a failed outcome when it is blocked, or the Risk that
+        needs the user's confirmation (nothing is asked here)."""
         policy = self.domains
         if isinstance(action, Navigate):
             if not policy.allows(action.url):
@@ -514,21 +550,41 @@ class Guard:
             scheme = scheme_of(action.url)
             new_site = host not in visits.seen_hosts if host else scheme != "about"
             if new_site and not policy.listed(action.url):
-                return (yield from self.confirm(f"open {action.url}, a site not visited yet"))
+                return Risk(
+                    f"open {action.url}, a site not visited yet",
+                    f"it opens {host or action.url}, a site not visited in this run and not "
+                    "listed in allowed_domains",
+                )
         if isinstance(action, PressKey):
             if self.computer.is_blocked(action.keys):
                 return ActionOutcome(
                     False, f"refused: {action.keys} is blocked on this computer; nothing was done"
                 )
             if self.risky_keys.matches(action.keys):
-                return (yield from self.confirm(f"press {action.keys}"))
+                return Risk(
+                    f"press {action.keys}",
+                    f"{action.keys} is one of the risky keys (it can close a window or tab, "
+                    "lock the screen or log out)",
+                )
         if isinstance(action, TypeText):
             names = self.secrets.used_in(action.text)
             if names and not policy.listed(page_url):
                 listed = ", ".join(sorted(set(names)))
                 where = page_url or "the screen"
-                return (yield from self.confirm(f"type the secret(s) {listed} on {where}"))
+                return Risk(
+                    f"type the secret(s) {listed} on {where}",
+                    f"it types the secret(s) {listed} on {where}, which allowed_domains "
+                    "does not list",
+                )
         return None
+
+    def check(self, action: Action, page_url: str | None, visits: Visits) -> Steps:
+        """None when `action` may run, else a failed outcome (blocked or refused); a Risk is
+        put to the confirm callback."""
+        verdict = self.assess(action, page_url, visits)
+        if isinstance(verdict, Risk):
+            return (yield from self.confirm(verdict.description))
+        return verdict
 
     def typing_check(self, checked_url: str | None) -> Callable[[str | None], str | None]:
         """For `actions.execute`'s check_focus when a secret is typed: the keys may go to the
@@ -560,12 +616,7 @@ class Guard:
         if reason is None:
             logger.info("confirmed: %s", description)
             return None
-        logger.info("refused: %s (%s)", description, reason)
-        return ActionOutcome(
-            False,
-            f"refused: '{description}' needs the user's confirmation and {reason}. Nothing was "
-            "done; find another way or call done with success=false.",
-        )
+        return refusal(description, reason)
 
     def current_url(self) -> Steps:
         """The computer's URL, None when it has none or asking fails."""
