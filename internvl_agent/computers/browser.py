@@ -759,7 +759,9 @@ class BrowserComputer(Computer):
             "y": view["pageY"],
             "width": int(width / scale + 1e-3),
             "height": int(height / scale + 1e-3),
-            "scale": scale * self._scale(page),
+            # emulated scale (ours): CDP captures CSS pixels, so scale up; an attached
+            # browser's real device pixels are captured as they are
+            "scale": scale * (1.0 if self.attached else self.device_scale_factor),
         }
         result = session.send("Page.captureScreenshot", {**CAPTURE_PARAMS, "clip": clip})
         return base64.b64decode(result["data"])
