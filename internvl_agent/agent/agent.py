@@ -1086,16 +1086,22 @@ class GUIAgent:
         assert step.action is not None
         yield from self._ensure_observed(run, step)
         assert step.shot is not None
-        targets = yield from self._locate(step, step.action, step.shot)
+        yield from self._locate_into(step, step.action, step.shot)
+
+    def _locate_into(self, step: _Step, action: Action, shot: Screenshot) -> Steps:
+        """Locate `action`'s targets on `shot` into `step`; False (with step.outcome set) when
+        they cannot be located."""
+        targets = yield from self._locate(step, action, shot)
         if isinstance(targets, ActionOutcome):
             step.outcome = targets
-            return
+            return False
         step.located, step.point, step.end, step.notes = (
             True,
             targets.point,
             targets.end,
             targets.notes,
         )
+        return True
 
     def _check_phase(self, mode: _Mode, run: _Run, step: _Step) -> Steps:
         """The guard's say: blocked, or fine, or risky (and every action with
@@ -1249,16 +1255,8 @@ class GUIAgent:
             # captured again (another process resumed the run): locate on the new screen,
             # and the hard rules again (a person's approval does not lift a block)
             assert step.shot is not None
-            targets = yield from self._locate(step, action, step.shot)
-            if isinstance(targets, ActionOutcome):
-                step.outcome = targets
+            if not (yield from self._locate_into(step, action, step.shot)):
                 return
-            step.located, step.point, step.end, step.notes = (
-                True,
-                targets.point,
-                targets.end,
-                targets.notes,
-            )
             step.page_url = step.shot.url
             verdict = self.guard.assess(action, step.page_url, run.visits)
             if isinstance(verdict, ActionOutcome):

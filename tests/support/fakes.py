@@ -19,7 +19,10 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from PIL import Image
 from pydantic import Field
+
+from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
 
 
 class ToolCallingFake(GenericFakeChatModel):
@@ -69,3 +72,35 @@ class RecordingChatModel(BaseChatModel):
         self.kwargs_seen.append({"stop": stop, **kwargs})
         message = AIMessage(content=self.respond(messages))
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class FakeComputer(Computer):
+    """A blank 200x100 screen that accepts every action and remembers it."""
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+
+    def screenshot(self) -> Screenshot:
+        return Screenshot(Image.new("RGB", (200, 100), "white"), url="http://fake.test/")
+
+    def current_url(self) -> str | None:
+        return "http://fake.test/"
+
+    def _ok(self, what: str) -> ActionOutcome:
+        self.done.append(what)
+        return ActionOutcome(True, what, "http://fake.test/")
+
+    def click(self, x: int, y: int, *, button: str = "left", clicks: int = 1) -> ActionOutcome:
+        return self._ok(f"click {x} {y}")
+
+    def type_text(self, text: str) -> ActionOutcome:
+        return self._ok(f"type {text}")
+
+    def press_key(self, keys: str) -> ActionOutcome:
+        return self._ok(f"press {keys}")
+
+    def scroll(self, direction: str, amount: int = 3, x=None, y=None) -> ActionOutcome:
+        return self._ok(f"scroll {direction}")
+
+    def drag(self, from_x: int, from_y: int, to_x: int, to_y: int) -> ActionOutcome:
+        return self._ok(f"drag {from_x} {from_y} {to_x} {to_y}")

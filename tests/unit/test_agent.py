@@ -25,7 +25,7 @@ from internvl_agent.computers.browser import BrowserComputer
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.prompts import load_prompt
 from tests.support.agent_runs import check_record, run_async
-from tests.support.fakes import ToolCallingFake
+from tests.support.fakes import FakeComputer, ToolCallingFake
 from tests.support.scripted_model import (
     ScriptedModel,
     call,
@@ -35,38 +35,6 @@ from tests.support.scripted_model import (
 )
 
 SECRET = "hunter2-s3cr3t"
-
-
-class FakeComputer(Computer):
-    """A blank 200x100 screen that accepts every action and remembers it."""
-
-    def __init__(self) -> None:
-        self.done: list[str] = []
-
-    def screenshot(self) -> Screenshot:
-        return Screenshot(Image.new("RGB", (200, 100), "white"), url="http://fake.test/")
-
-    def current_url(self) -> str | None:
-        return "http://fake.test/"
-
-    def _ok(self, what: str) -> ActionOutcome:
-        self.done.append(what)
-        return ActionOutcome(True, what, "http://fake.test/")
-
-    def click(self, x: int, y: int, *, button: str = "left", clicks: int = 1) -> ActionOutcome:
-        return self._ok(f"click {x} {y}")
-
-    def type_text(self, text: str) -> ActionOutcome:
-        return self._ok(f"type {text}")
-
-    def press_key(self, keys: str) -> ActionOutcome:
-        return self._ok(f"press {keys}")
-
-    def scroll(self, direction: str, amount: int = 3, x=None, y=None) -> ActionOutcome:
-        return self._ok(f"scroll {direction}")
-
-    def drag(self, from_x: int, from_y: int, to_x: int, to_y: int) -> ActionOutcome:
-        return self._ok(f"drag {from_x} {from_y} {to_x} {to_y}")
 
 
 def test_arun_with_async_callbacks(tmp_path: Path) -> None:
@@ -315,7 +283,6 @@ def test_system_prompt_template() -> None:
 
 
 def test_grounding_max_tiles_only_changes_grounding_calls() -> None:
-    from internvl_agent.computers.base import Computer
 
     class _Screen(Computer):
         kind = "desktop"

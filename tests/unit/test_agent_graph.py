@@ -16,47 +16,19 @@ from langgraph.types import Command
 from PIL import Image
 
 from internvl_agent.agent import NODES, AgentResult, create_gui_agent
-from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
 from internvl_agent.errors import ConfigurationError
 from internvl_agent.records import StepRecord
 from tests.support.agent_runs import check_record
+from tests.support.fakes import FakeComputer
 from tests.support.scripted_model import ScriptedModel, call, done, message_text
 
 SECRET = "hunter2-graph-s3cret"
 
 
-class _Screen(Computer):
+class _Screen(FakeComputer):
     """A blank 200x100 page at http://fake.test/ that does what it is told and remembers it."""
 
     kind = "browser"
-
-    def __init__(self) -> None:
-        self.done: list[str] = []
-
-    def screenshot(self) -> Screenshot:
-        return Screenshot(Image.new("RGB", (200, 100), "white"), url="http://fake.test/")
-
-    def current_url(self) -> str | None:
-        return "http://fake.test/"
-
-    def _ok(self, what: str) -> ActionOutcome:
-        self.done.append(what)
-        return ActionOutcome(True, what, "http://fake.test/")
-
-    def click(self, x: int, y: int, *, button: str = "left", clicks: int = 1) -> ActionOutcome:
-        return self._ok(f"click {x} {y}")
-
-    def type_text(self, text: str) -> ActionOutcome:
-        return self._ok(f"type {text}")
-
-    def press_key(self, keys: str) -> ActionOutcome:
-        return self._ok(f"press {keys}")
-
-    def scroll(self, direction: str, amount: int = 3, x=None, y=None) -> ActionOutcome:
-        return self._ok(f"scroll {direction}")
-
-    def drag(self, from_x: int, from_y: int, to_x: int, to_y: int) -> ActionOutcome:
-        return self._ok(f"drag {from_x} {from_y} {to_x} {to_y}")
 
 
 def _graph(script: list, tmp_path: Path, **options: Any):
