@@ -65,6 +65,10 @@ ModelOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+AllowedDomainOption = Annotated[
+    list[str] | None,
+    typer.Option(help="Only visit these hosts (repeatable; '*.example.com' allowed)."),
+]
 
 
 def fail(error: Exception, code: int = 2) -> typer.Exit:
@@ -395,10 +399,7 @@ def run(
     record: Annotated[Path, typer.Option(help="Folder for run records.")] = Path("runs"),
     viewport: Annotated[str, typer.Option(help="Browser viewport, WIDTHxHEIGHT.")] = "1280x800",
     scale: Annotated[float, typer.Option(help="Device scale factor (HiDPI).")] = 1.0,
-    allowed_domain: Annotated[
-        list[str] | None,
-        typer.Option(help="Only visit these hosts (repeatable; '*.example.com' allowed)."),
-    ] = None,
+    allowed_domain: AllowedDomainOption = None,
     secret: Annotated[
         list[str] | None,
         typer.Option(help="NAME=ENV_VAR: the model types <secret>NAME</secret> (repeatable)."),
@@ -728,10 +729,7 @@ def mcp_command(
     device: DeviceOption = "auto",
     max_tiles: Annotated[int, typer.Option(help="Most tiles per screenshot.")] = 6,
     url: Annotated[str | None, typer.Option(help="Page to open first (browser).")] = None,
-    allowed_domain: Annotated[
-        list[str] | None,
-        typer.Option(help="Only visit these hosts (repeatable; '*.example.com' allowed)."),
-    ] = None,
+    allowed_domain: AllowedDomainOption = None,
     secret: Annotated[
         list[str] | None,
         typer.Option(help="NAME=ENV_VAR: clients type <secret>NAME</secret> (repeatable)."),
