@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         CDPSession,
         Dialog,
         Download,
+        FileChooser,
         Frame,
         Page,
         Playwright,
@@ -156,6 +157,7 @@ class BrowserComputer(Computer):
     """
 
     kind = "browser"
+    file_chooser_timeout_s = 5.0  # how long upload_file waits for a clicked button's chooser
 
     def __init__(
         self,
@@ -233,6 +235,7 @@ class BrowserComputer(Computer):
         self._front: Page | None = None
         self._last_map: PixelMap | None = None
         self._notes: list[str] = []  # things the model should hear about after an action
+        self._choosers: list[FileChooser] = []  # file choosers opened since the last action
         self._request_filter: RequestFilter | None = None
         self._filter_subresources = False
         self._cdp: CDPSession | None = None
@@ -506,8 +509,14 @@ class BrowserComputer(Computer):
         page.on("close", self._untrack)
         page.on("dialog", self._on_dialog)
         page.on("download", self._on_download)
+        # a listener from the start keeps file choosers intercepted before any click, so an
+        # upload button's chooser is never missed and never becomes a native dialog
+        page.on("filechooser", self._on_file_chooser)
         if self.attached:
             page.on("popup", self._track_popup)
+
+    def _on_file_chooser(self, chooser: FileChooser) -> None:
+        self._choosers.append(chooser)  # answered by upload_file, else reported (_news)
 
     def _on_download(self, download: Download) -> None:
         self._downloads.append(download)  # saved after the action (_news)
@@ -706,6 +715,9 @@ class BrowserComputer(Computer):
         if self._downloads:
             self._save_downloads()
         notes, self._notes = self._notes, []
+        if self._choosers:  # a plain click opened one; the chooser is left unanswered
+            self._choosers.clear()
+            notes.append("a file chooser opened: to upload, use upload_file on that control")
         notes += self._blocked_news(before)
         active = self._pages[-1] if self._pages else None
         if active is not None and active is not before:
@@ -912,8 +924,6 @@ class BrowserComputer(Computer):
         css_x, css_y = self._map().to_grid(x, y)
 
         def run() -> str:
-            from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
             page = self.page
             element = self._element_at(css_x, css_y)
             is_input = element is not None and element.evaluate(
@@ -922,14 +932,16 @@ class BrowserComputer(Computer):
             if is_input:
                 element.set_input_files(str(real))
             else:
-                try:
-                    with page.expect_file_chooser(timeout=2000) as chooser:
-                        page.mouse.click(css_x, css_y)
-                    chooser.value.set_files(str(real))
-                except PlaywrightTimeout:
+                self._choosers.clear()
+                page.mouse.click(css_x, css_y)
+                deadline = time.monotonic() + self.file_chooser_timeout_s
+                while not self._choosers and time.monotonic() < deadline:
+                    page.wait_for_timeout(20)  # lets Playwright deliver the chooser event
+                if not self._choosers:
                     raise _NotHere(
                         f"clicking ({x}, {y}) opened no file chooser: target the upload button"
-                    ) from None
+                    )
+                self._choosers.pop().set_files(str(real))
             return f"uploaded {real.name} ({real.stat().st_size} bytes) at ({x}, {y})"
 
         return self._act("upload_file", run)

@@ -106,6 +106,13 @@ def test_upload_into_a_file_input_and_through_a_button(widgets: BrowserComputer)
     assert text(widgets, "#uploaded") == "cv.txt"
 
 
+def test_a_plain_click_that_opens_a_file_chooser_says_so(widgets: BrowserComputer) -> None:
+    outcome = widgets.click(*at(widgets, "#pick"))
+    assert outcome.ok and "a file chooser opened" in outcome.message, outcome.message
+    later = widgets.click(*at(widgets, "h1"))  # reported once
+    assert later.ok and "file chooser" not in later.message
+
+
 def test_upload_refuses_files_outside_the_allowed_folders(
     widgets: BrowserComputer, tmp_path: Path
 ) -> None:
