@@ -1,9 +1,10 @@
 """Browser capture forms side by side: time to a PIL image (or to bytes), exactness, tiles.
 
 Headless Chromium shows the example shop page; each form is timed interleaved with the
-others (medians). Every image is compared with Playwright's PNG: lossless forms must match
-it exactly; for lossy ones the effect on what the model sees is printed as the largest
-difference of the normalized tiles (preprocess_image, 12 tiles), against the PNG's tiles.
+others (medians); an 8x8 clip shows the fixed cost of any capture (a new frame). Every
+image is compared with Playwright's PNG: lossless forms must match it exactly; for lossy
+ones the effect on what the model sees is printed as the largest difference of the
+normalized tiles (preprocess_image, 12 tiles), against the PNG's tiles.
 
     python tools/bench_capture.py [--viewport 1920x1080 --rounds 15]
 """
@@ -30,6 +31,7 @@ from internvl_agent.computers.browser import CAPTURE_PARAMS, BrowserComputer
 from internvl_agent.engine.images import TilingConfig, preprocess_image
 
 REPO = Path(__file__).resolve().parents[1]
+TINY_CLIP = {"x": 0, "y": 0, "width": 8, "height": 8, "scale": 1}
 
 
 def forms(browser: BrowserComputer) -> dict[str, Callable[[], tuple[Image.Image | None, int]]]:
@@ -67,6 +69,8 @@ def forms(browser: BrowserComputer) -> dict[str, Callable[[], tuple[Image.Image 
         "cdp png + decode": cdp({"format": "png"}),
         "cdp fast png + decode": cdp(CAPTURE_PARAMS),
         "cdp fast png, bytes only": cdp(CAPTURE_PARAMS, decode=False),
+        # the floor of any capture: Chromium producing a frame (the encoding is negligible)
+        "cdp fast png, 8x8 clip": cdp({**CAPTURE_PARAMS, "clip": TINY_CLIP}, decode=False),
         "cdp webp q100 + decode": cdp({"format": "webp", "quality": 100}),
         "cdp jpeg q90 + decode": cdp({"format": "jpeg", "quality": 90}),
         "cdp jpeg q90 fast + decode": cdp({"format": "jpeg", "quality": 90, **fast}),

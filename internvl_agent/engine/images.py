@@ -6,9 +6,10 @@ resize the image onto that canvas with bicubic filtering, cut the tiles row-majo
 thumbnail of the whole image when there is more than one tile, then scale to [0, 1] and
 normalize with the ImageNet mean and std into float32, channels-first.
 
-Speed comes from resizing once to the grid canvas (with the thumbnail resized in a second
-thread for large images) and normalizing each colour plane of the canvas straight into the
-output array with one multiply-add per plane.
+Speed comes from resizing once to the grid canvas, each resize spread over the CPU cores
+with PIL's exact pixels (engine/resize.py), and normalizing each colour plane of the canvas
+straight into the output array with one multiply-add per plane, the planes on several
+threads.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from internvl_agent.engine.resize import cpu_threads, resize_bicubic, run_in_threads
 from internvl_agent.errors import ConfigurationError, ImageInputError
 
 __all__ = [
@@ -50,8 +52,8 @@ _OFFSET = tuple(np.float32(-m / s) for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, 
 _CACHE_KEY_VERSION = "internvl-agent/images/v1"
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _HIGH_DEPTH_MODES = _SIXTEEN_BIT_MODES | {"I", "F"}
-# Below this many source pixels a second resize thread costs more than it saves.
-_PARALLEL_RESIZE_MIN_PIXELS = 512 * 512
+# Below this many output values, normalizing on several threads costs more than it saves.
+_PARALLEL_NORMALIZE_MIN_VALUES = 4 * 3 * 448 * 448
 
 
 @dataclass(frozen=True)
@@ -200,37 +202,6 @@ def _high_depth_to_gray(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
 
 
-def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Bicubic resize, exactly as the reference's ``image.resize`` (no reducing gap)."""
-    return image.resize((width, height), resample=Image.Resampling.BICUBIC)
-
-
-def _resize_in_thread(image: Image.Image, width: int, height: int) -> Callable[[], Image.Image]:
-    """Start a bicubic resize in a new thread; the returned callable joins and yields it.
-
-    PIL releases the GIL while resampling, so this overlaps with work on the caller's thread.
-    A thread per call (not a pool) keeps this safe across ``os.fork``.
-    """
-    outcome: list[Image.Image | BaseException] = []
-
-    def work() -> None:
-        try:
-            outcome.append(_resize(image, width, height))
-        except BaseException as exc:  # handed to the joining thread
-            outcome.append(exc)
-
-    thread = threading.Thread(target=work, name="internvl-resize", daemon=True)
-    thread.start()
-
-    def join() -> Image.Image:
-        thread.join()
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
-        return outcome[0]
-
-    return join
-
-
 def tile_count(width: int, height: int, config: TilingConfig = DEFAULT_TILING) -> int:
     """How many tiles (thumbnail included) an image of this size becomes, without resizing."""
     cols, rows = choose_grid(width, height, config)
@@ -240,29 +211,41 @@ def tile_count(width: int, height: int, config: TilingConfig = DEFAULT_TILING) -
 def _canvas_and_thumbnail(
     rgb: Image.Image, config: TilingConfig
 ) -> tuple[tuple[int, int], Image.Image, Image.Image | None]:
-    """Chosen grid, the image resized onto the grid canvas, and the thumbnail if any.
-
-    For large images the thumbnail is resized in a second thread alongside the canvas.
-    """
+    """Chosen grid, the image resized onto the grid canvas, and the thumbnail if any
+    (each resize spread over the cores, with PIL's exact pixels: engine/resize.py)."""
     grid = choose_grid(rgb.width, rgb.height, config)
     size = config.tile_size
+    canvas = resize_bicubic(rgb, grid[0] * size, grid[1] * size)
     if not (config.use_thumbnail and grid[0] * grid[1] > 1):
-        return grid, _resize(rgb, grid[0] * size, grid[1] * size), None
-    if rgb.width * rgb.height < _PARALLEL_RESIZE_MIN_PIXELS:
-        return grid, _resize(rgb, grid[0] * size, grid[1] * size), _resize(rgb, size, size)
-    thumbnail = _resize_in_thread(rgb, size, size)
-    canvas = _resize(rgb, grid[0] * size, grid[1] * size)
-    return grid, canvas, thumbnail()
+        return grid, canvas, None
+    return grid, canvas, resize_bicubic(rgb, size, size)
 
 
-def _normalize_into(image: Image.Image, out: np.ndarray) -> None:
-    """Write ``image`` as normalized tiles into ``out`` of shape (rows, cols, 3, T, T)."""
+def _normalize_jobs(image: Image.Image, out: np.ndarray) -> list[Callable[[], None]]:
+    """Jobs writing ``image`` as normalized tiles into ``out`` of shape (rows, cols, 3, T, T),
+    one per colour plane (numpy lets go of the GIL for each multiply-add)."""
     rows, cols, _, size, _ = out.shape
-    for channel, band in enumerate(image.split()):
-        plane = np.asarray(band).reshape(rows, size, cols, size).transpose(0, 2, 1, 3)
-        target = out[:, :, channel]
-        np.multiply(plane, _SCALE[channel], out=target)
-        target += _OFFSET[channel]
+
+    def job(channel: int, band: Image.Image) -> Callable[[], None]:
+        def run() -> None:
+            plane = np.asarray(band).reshape(rows, size, cols, size).transpose(0, 2, 1, 3)
+            target = out[:, :, channel]
+            np.multiply(plane, _SCALE[channel], out=target)
+            target += _OFFSET[channel]
+
+        return run
+
+    return [job(channel, band) for channel, band in enumerate(image.split())]
+
+
+def _in_turn(jobs: list[Callable[[], None]]) -> Callable[[], None]:
+    """One job running `jobs` one after the other."""
+
+    def run() -> None:
+        for job in jobs:
+            job()
+
+    return run
 
 
 def preprocess_image(
@@ -275,9 +258,11 @@ def preprocess_image(
     size = config.tile_size
     num_tiles = cols * rows + (thumbnail is not None)
     pixel_values = np.empty((num_tiles, 3, size, size), dtype=np.float32)
-    _normalize_into(canvas, pixel_values[: cols * rows].reshape(rows, cols, 3, size, size))
+    jobs = _normalize_jobs(canvas, pixel_values[: cols * rows].reshape(rows, cols, 3, size, size))
     if thumbnail is not None:
-        _normalize_into(thumbnail, pixel_values[-1:].reshape(1, 1, 3, size, size))
+        jobs += _normalize_jobs(thumbnail, pixel_values[-1:].reshape(1, 1, 3, size, size))
+    threads = cpu_threads() if pixel_values.size >= _PARALLEL_NORMALIZE_MIN_VALUES else 1
+    run_in_threads([_in_turn(jobs[i::threads]) for i in range(threads)])
     return PreprocessedImage(pixel_values=pixel_values, grid=grid, original_size=rgb.size)
 
 

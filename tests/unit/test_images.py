@@ -301,12 +301,6 @@ def test_pixel_values_are_the_model_cards_normalized_tiles(
     np.testing.assert_allclose(result.pixel_values, _normalized(expected), atol=1e-5, rtol=0)
 
 
-def test_resize_thread_errors_reach_the_caller() -> None:
-    join = images_module._resize_in_thread(Image.new("RGB", (600, 600)), -1, 5)
-    with pytest.raises(ValueError, match="must be > 0"):
-        join()
-
-
 def test_custom_tile_size() -> None:
     config = TilingConfig(max_tiles=4, tile_size=32)
     result = preprocess_image(_noise_image(100, 40, seed=2), config)
