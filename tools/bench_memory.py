@@ -23,9 +23,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_step, run from anywhere
+
+from bench_step import screenshot  # the same synthetic page-like screenshots
 
 from internvl_agent.agent import GUIAgent
 from internvl_agent.chat.chat_model import ChatInternVL
@@ -50,18 +51,6 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def page(step: int, size: tuple[int, int] = (1280, 800)) -> Image.Image:
-    """A page-like synthetic screenshot that differs at every step."""
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, size[0], 60), fill=(30, 60, 120))
-    for row in range(8):
-        top = 100 + row * 80
-        draw.rectangle((80, top, 80 + 300 + 40 * ((row + step) % 7), top + 50), outline="gray")
-        draw.text((95, top + 18), f"Item {row} - step {step}", fill="black")
-    return image
-
-
 class LongRunInternVL(ChatInternVL):
     """ChatInternVL offered every action but ``done``: a random model must not end the run
     early (the agent still validates and records every reply as usual)."""
@@ -82,7 +71,7 @@ class SyntheticComputer(Computer):
     def screenshot(self) -> Screenshot:
         self.shots += 1
         buffer = io.BytesIO()
-        page(self.shots).save(buffer, "PNG", compress_level=1)
+        screenshot(self.shots).save(buffer, "PNG", compress_level=1)
         return Screenshot(png=buffer.getvalue(), url="http://127.0.0.1/shop", title="Shop")
 
     def _ok(self, what: str) -> ActionOutcome:
@@ -177,7 +166,9 @@ def cache_caps(args: argparse.Namespace, model: Any, tokenizer: Any) -> None:
     worst_vision = worst_prefix = 0
     rss_at: dict[int, int] = {}
     for n in range(1, args.images + 1):
-        llm.invoke([("human", [{"type": "image", "image": page(1000 + n)}, "What is shown?"])])
+        llm.invoke(
+            [("human", [{"type": "image", "image": screenshot(1000 + n)}, "What is shown?"])]
+        )
         worst_vision = max(worst_vision, engine.vision_cache.size_bytes)
         worst_prefix = max(worst_prefix, engine.prefix_cache.size_bytes)
         if n in (args.images // 4, args.images // 2, args.images):

@@ -128,6 +128,19 @@ class ActionOutcome:
     abort: bool = False  # the person took over (e.g. pyautogui's fail-safe): end the run
 
 
+def refused_scroll(
+    direction: str, amount: int, x: int | None, y: int | None
+) -> ActionOutcome | None:
+    """The ok=False outcome for scroll arguments no computer takes, else None."""
+    if direction not in ("up", "down", "left", "right"):
+        return ActionOutcome(False, f"unknown direction {direction!r}; use up/down/left/right")
+    if amount < 1:
+        return ActionOutcome(False, f"amount must be at least 1 notch, got {amount}")
+    if (x is None) != (y is None):
+        return ActionOutcome(False, "give both x and y, or neither to scroll at the centre")
+    return None
+
+
 class Computer(abc.ABC):
     """A screen the agent can look at and act on.
 

@@ -34,6 +34,7 @@ from internvl_agent.computers.base import (
     RequestFilter,
     Screenshot,
     ScrollDirection,
+    refused_scroll,
 )
 from internvl_agent.computers.chromium import acquire_playwright, find_browser, release_playwright
 from internvl_agent.computers.files import UploadRefused, allowed_upload, unique_path
@@ -983,13 +984,9 @@ class BrowserComputer(Computer):
         y: int | None = None,
     ) -> ActionOutcome:
         """Scroll `amount` notches of 100 CSS px at (x, y), or at the viewport centre."""
+        if refused := refused_scroll(direction, amount, x, y):
+            return refused
         steps = {"up": (0, -1), "down": (0, 1), "left": (-1, 0), "right": (1, 0)}
-        if direction not in steps:
-            return ActionOutcome(False, f"unknown direction {direction!r}; use up/down/left/right")
-        if amount < 1:
-            return ActionOutcome(False, f"amount must be at least 1 notch, got {amount}")
-        if (x is None) != (y is None):
-            return ActionOutcome(False, "give both x and y, or neither to scroll at the centre")
         if x is not None and y is not None:
             if rejected := self._outside((x, y)):
                 return rejected

@@ -51,6 +51,7 @@ from internvl_agent.computers.base import (
     MouseButton,
     Screenshot,
     ScrollDirection,
+    refused_scroll,
 )
 from internvl_agent.computers.keys import KeySet, parse_combo, to_pyautogui
 from internvl_agent.computers.screens import (
@@ -631,12 +632,8 @@ class DesktopComputer(Computer):
         y: int | None = None,
     ) -> ActionOutcome:
         """Scroll `amount` wheel notches at (x, y), or at the centre of the screenshot."""
-        if direction not in ("up", "down", "left", "right"):
-            return ActionOutcome(False, f"unknown direction {direction!r}; use up/down/left/right")
-        if amount < 1:
-            return ActionOutcome(False, f"amount must be at least 1 notch, got {amount}")
-        if (x is None) != (y is None):
-            return ActionOutcome(False, "give both x and y, or neither to scroll at the centre")
+        if refused := refused_scroll(direction, amount, x, y):
+            return refused
         where = f"at ({x}, {y})"
         if x is None or y is None:
             x, y, where = *self._centre(), "at the centre"

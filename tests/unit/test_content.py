@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from internvl_agent.chat.content import (
 from internvl_agent.errors import ImageInputError, MessageFormatError
 
 # ----------------------------------------------------------------------------- helpers
+from tests.support.http import local_server, without_proxies
 
 
 def make_image(width: int = 5, height: int = 4) -> Image.Image:
@@ -126,22 +126,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_server(_Handler) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep requests to 127.0.0.1 off any proxy configured in the environment."""
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    without_proxies(monkeypatch)
 
 
 # ----------------------------------------------------------------------------- block forms

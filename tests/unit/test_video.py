@@ -9,11 +9,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from internvl_agent.errors import (
     MessageFormatError,
     VideoInputError,
 )
+from tests.support.http import local_server, without_proxies
 from tests.support.videos import frame_number, frame_pixels, write_video
 
 pytest.importorskip("av", reason="needs PyAV (the video extra)")
@@ -324,20 +324,13 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server_url(videos: dict[tuple[str, int, Any], Path]) -> Iterator[str]:
     _Handler.body = videos["mp4-h264", 37, 10].read_bytes()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_server(_Handler) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    without_proxies(monkeypatch)
 
 
 def _b64(data: bytes) -> str:
