@@ -39,7 +39,7 @@ import secrets as _secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -442,19 +442,36 @@ class RunRecorder:
         task: str,
         meta: Mapping[str, Any] | None = None,
     ) -> None:
-        self._path, self._id = _make_run_dir(Path(root))
-        self._task = safe_text(task)
-        self._meta = json_safe(dict(meta or {}))
-        self._started_at = _now_iso()
-        self._t0 = time.monotonic()
-        self._totals = RunTotals()
-        self._step_count = 0
-        self._status = RUNNING
-        self._final: RunInfo | None = None
-        self._problems: list[str] = []  # writes that failed: the record is incomplete
-        self._writer = _Writer()
+        path, run_id = _make_run_dir(Path(root))
+        self._begin(path, run_id, safe_text(task), json_safe(dict(meta or {})), _now_iso())
         (self._path / STEPS_FILE).touch()
         self._write_run_json(self._info())
+
+    def _begin(
+        self,
+        path: Path,
+        run_id: str,
+        task: str,
+        meta: dict[str, Any],
+        started_at: str,
+        *,
+        elapsed: float = 0.0,
+        steps: Sequence[StepRecord] = (),
+        problems: Sequence[str] = (),
+    ) -> None:
+        """Every field of a recorder, new (``__init__``) or carrying on a run (``reopen``)."""
+        self._path, self._id = path, run_id
+        self._task, self._meta = task, meta
+        self._started_at = started_at
+        self._t0 = time.monotonic() - elapsed
+        self._totals = RunTotals()
+        for step in steps:
+            self._totals.add(step)
+        self._step_count = len(steps)
+        self._status = RUNNING
+        self._final: RunInfo | None = None
+        self._problems = list(problems)  # writes that failed: the record is incomplete
+        self._writer = _Writer()
 
     @classmethod
     def reopen(cls, path: str | Path) -> RunRecorder:
@@ -465,25 +482,23 @@ class RunRecorder:
         data = load_run(path)
         if data.finished:
             raise RuntimeError(f"run {path.name} is already finished ({data.info.status})")
-        recorder = cls.__new__(cls)
-        recorder._path, recorder._id = path, data.info.id or path.name
-        recorder._task = data.info.task
-        recorder._meta = data.info.meta
-        recorder._started_at = data.info.started_at or _now_iso()
+        started_at = data.info.started_at or _now_iso()
         try:
-            started = datetime.fromisoformat(recorder._started_at)
+            started = datetime.fromisoformat(started_at)
             elapsed = max(0.0, (datetime.now().astimezone() - started).total_seconds())
         except ValueError:
             elapsed = 0.0
-        recorder._t0 = time.monotonic() - elapsed
-        recorder._totals = RunTotals()
-        for step in data.steps:
-            recorder._totals.add(step)
-        recorder._step_count = len(data.steps)
-        recorder._status = RUNNING
-        recorder._final = None
-        recorder._problems = list(data.info.record_problems) + data.problems
-        recorder._writer = _Writer()
+        recorder = cls.__new__(cls)  # not __init__: the folder and its files exist
+        recorder._begin(
+            path,
+            data.info.id or path.name,
+            data.info.task,
+            data.info.meta,
+            started_at,
+            elapsed=elapsed,
+            steps=data.steps,
+            problems=[*data.info.record_problems, *data.problems],
+        )
         return recorder
 
     @property
