@@ -145,8 +145,9 @@ class Computer(abc.ABC):
     """A screen the agent can look at and act on.
 
     ``settle_seconds`` adds up the time the computer spent waiting for the screen or page to
-    settle (after actions, in ``wait``): the agent records it as the step's ``settle`` phase,
-    apart from the framework's own overhead.
+    settle (after actions, in ``wait``, and the pause that lets hover effects apply before a
+    click): the agent records it as the step's ``settle`` phase, apart from the framework's
+    own overhead.
     """
 
     kind: str = "computer"

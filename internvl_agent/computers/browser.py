@@ -846,7 +846,8 @@ class BrowserComputer(Computer):
         def run() -> str:
             page = self.page
             page.mouse.move(css_x, css_y)
-            page.wait_for_timeout(HOVER_PAUSE_S * 1000)
+            with self.settling():  # the page reacting to the pointer, not our overhead
+                page.wait_for_timeout(HOVER_PAUSE_S * 1000)
             pressed: list[str] = []
             try:
                 for key in keys:

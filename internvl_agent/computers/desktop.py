@@ -494,7 +494,8 @@ class DesktopComputer(Computer):
         def run() -> str:
             pg = self.pyautogui
             pg.moveTo(lx, ly, _pause=False)
-            time.sleep(HOVER_PAUSE_S)
+            with self.settling():  # the app reacting to the pointer, not our overhead
+                time.sleep(HOVER_PAUSE_S)
             pressed: list[str] = []
             try:
                 for key in keys:
