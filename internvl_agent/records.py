@@ -540,7 +540,8 @@ class RunRecorder:
         png: bytes | None = None,
         background: bool = False,
     ) -> tuple[str, str]:
-        """Write ``step-NNN.png`` and a marked copy; return both file names.
+        """Write ``step-NNN.png`` and a marked copy; return both file names (with no point
+        and no box the marked copy is the same PNG, written without decoding it).
 
         ``point`` and ``box`` are screenshot pixels (convert a 0..1000 box first). ``png``:
         the image already encoded as PNG (e.g. the computer's capture), written as is.
@@ -555,6 +556,13 @@ class RunRecorder:
         get = image if callable(image) else lambda: image
         raw = png if png is not None else _encode(get(), "PNG")
         atomic_write(self._path / raw_name, raw)
+        if point is None and box is None:  # nothing to draw: the marked copy is the capture
+            marked_name = f"step-{index:03d}-marked.png"
+            if background:
+                self._writer.submit(self._path / marked_name, lambda: raw)
+            else:
+                atomic_write(self._path / marked_name, raw)
+            return raw_name, marked_name
         ext = _marked_extension(raw)
         marked_name = f"step-{index:03d}-marked.{ext}"
         target = self._path / marked_name

@@ -55,6 +55,7 @@ def resize_bicubic(
         return image.resize((width, height), resample=BICUBIC)
     if max(image.width * image.height, width * height) < 2 * MIN_BAND_PIXELS:
         return image.resize((width, height), resample=BICUBIC)  # too small to split
+    image.load()  # a lazily opened file is read once here, not by several threads at once
     if width == image.width:
         return _columns_pass(image, height, threads)
     if height == image.height:

@@ -307,13 +307,29 @@ def test_writer_failures_are_logged_and_the_run_goes_on(
     def broken() -> Image.Image:
         raise OSError("disk gone")
 
-    run.save_screenshot(1, broken, png=records._encode(_image(), "PNG"), background=True)
+    png = records._encode(_image(), "PNG")
+    run.save_screenshot(1, broken, point=(3, 4), png=png, background=True)
     run.flush()
     assert "could not write" in caplog.text
     assert not (run.path / "step-001-marked.png").exists()
     _add_step(run, 2)
     run.finish("done")
     assert len(load_run(run.path).steps) == 1
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_step_with_nothing_to_mark_reuses_the_capture(tmp_path: Path, background: bool) -> None:
+    run = RunRecorder(tmp_path, task="t")
+    noise = Image.frombytes("RGB", (640, 400), os.urandom(640 * 400 * 3))  # large: jpg if drawn
+    png = records._encode(noise, "PNG")
+
+    def never() -> Image.Image:
+        raise AssertionError("nothing to draw, so nothing to decode")
+
+    raw_name, marked_name = run.save_screenshot(1, never, png=png, background=background)
+    run.flush()
+    assert marked_name == "step-001-marked.png"
+    assert (run.path / marked_name).read_bytes() == (run.path / raw_name).read_bytes() == png
 
 
 def test_marked_screenshot_is_jpeg_when_that_is_much_smaller(tmp_path: Path) -> None:

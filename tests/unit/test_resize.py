@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,3 +92,14 @@ def test_run_in_threads_keeps_order_and_raises_the_first_error() -> None:
 
     with pytest.raises(ValueError, match="band 2 failed"):
         run_in_threads([lambda: 1, boom, lambda: 3])
+
+
+def test_a_lazily_opened_file_is_read_once_before_the_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resize_module, "MIN_BAND_PIXELS", 1)
+    noisy(900, 700).save(tmp_path / "shot.png")
+    expected = Image.open(tmp_path / "shot.png").resize((448, 896), Image.Resampling.BICUBIC)
+    for _ in range(5):
+        lazy = Image.open(tmp_path / "shot.png")  # not decoded yet
+        assert resize_bicubic(lazy, 448, 896, threads=4).tobytes() == expected.tobytes()
