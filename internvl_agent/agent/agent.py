@@ -1586,6 +1586,7 @@ class GUIAgent:
             # judged again on where the keys go once the field is clicked
             check_focus = self.guard.typing_check(step.page_url or shot.url)
         computer, point, end = self.computer, step.point, step.end
+        self._save_screenshots(run, step)  # the marked copy is drawn while the page settles
         settled = computer.settle_seconds
         with step.timer.phase("action"):
             outcome = yield computer_call(
@@ -1739,26 +1740,33 @@ class GUIAgent:
     def _clean_url(self, url: str | None) -> str | None:
         return self.redact(url) if url else None
 
+    def _save_screenshots(self, run: _Run, step: _Step) -> None:
+        """Write the step's screenshot, and hand its marked copy to the recorder's writer
+        thread, once. Called just before the action runs, so the drawing overlaps the
+        action and the page settling instead of the next capture. Never raises."""
+        record, shot = step.record, step.shot
+        if shot is None or record.screenshot is not None:
+            return
+        try:
+            with step.timer.phase("record"):
+                record.screenshot, record.marked_screenshot = run.recorder.save_screenshot(
+                    record.index,
+                    lambda: shot.image,  # decoded on the writer thread if not yet
+                    step.point,
+                    step.box,
+                    png=shot.png_bytes(),
+                    background=True,
+                )
+        except Exception as exc:
+            logger.exception("could not save the screenshots of step %d", record.index)
+            run.recorder.lost(f"the screenshots of step {record.index}", exc)
+
     def _record(self, run: _Run, step: _Step) -> StepRecord:
         """Write the step's screenshots and its (redacted) line in steps.jsonl; returns the
         redacted StepRecord, also what on_step gets. Never raises."""
         record = step.record
-        shot = step.shot
         recorder = run.recorder
-        try:
-            if shot is not None:
-                with step.timer.phase("record"):
-                    record.screenshot, record.marked_screenshot = recorder.save_screenshot(
-                        record.index,
-                        lambda: shot.image,  # decoded on the writer thread if not yet
-                        step.point,
-                        step.box,
-                        png=shot.png_bytes(),
-                        background=True,
-                    )
-        except Exception as exc:
-            logger.exception("could not save the screenshots of step %d", record.index)
-            recorder.lost(f"the screenshots of step {record.index}", exc)
+        self._save_screenshots(run, step)  # a step that ran no action
         record.timings = StepTimings(**self._timings(step))  # the earlier nodes' phases too
         try:
             data = redact_value(json_safe(record.model_dump()), self.redact)
