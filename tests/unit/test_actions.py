@@ -360,8 +360,22 @@ def test_blank_class_is_exactly_what_strip_removes() -> None:
     every = map(chr, range(0x110000))
     assert [c for c in every if bool(blank.fullmatch(c)) != c.isspace()] == []
     pattern = re.compile(NON_BLANK_PATTERN)
-    for value in [" ", "\u3000\n", "\x1c", "", " a", "a\nb", "\x85é"]:
+    for value in [
+        " ",
+        "\u3000\n",
+        "\x1c",
+        "",
+        " a",
+        "a\nb",
+        "\x85é",
+        "a ",
+        " \n\t",
+        "\n \u2028x\n",
+    ]:
         assert bool(pattern.search(value)) == bool(value.strip()), repr(value)
+    for c in map(chr, range(0x110000)):  # every one-character string, and it padded
+        for value in (c, f" {c}\n"):
+            assert bool(pattern.search(value)) == bool(value.strip()), repr(value)
 
 
 @pytest.mark.parametrize(
