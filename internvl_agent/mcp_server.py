@@ -50,7 +50,6 @@ from internvl_agent.actions import (
     DESKTOP_ACTIONS,
     Action,
     ActionValidationError,
-    TypeText,
     execute,
     parse_action,
 )
@@ -63,7 +62,6 @@ from internvl_agent.agent.safety import (
     LeftAllowedDomains,
     RiskyKeys,
     Secrets,
-    UnknownSecretError,
     Visits,
 )
 from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
@@ -303,12 +301,9 @@ class ComputerTools:
         self, action: Action, shot: Screenshot, point: Point | None, end: Point | None, ctx: Any
     ) -> Steps:
         """Secrets, Guard.check, execute, Guard.keep_allowed: the agent's order."""
-        text = None
-        if isinstance(action, TypeText) and self.secrets.used_in(action.text):
-            try:
-                text = self.secrets.substitute(action.text)
-            except UnknownSecretError as exc:
-                return ActionOutcome(False, f"nothing was typed: {exc}")
+        text = self.secrets.typed_text(action)
+        if isinstance(text, ActionOutcome):
+            return text
         guard = self.guard(ctx)
         refusal = yield from guard.check(action, shot.url, self.visits)
         if refusal is not None:

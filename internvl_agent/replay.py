@@ -72,7 +72,6 @@ from internvl_agent.agent.safety import (
     LeftAllowedDomains,
     RiskyKeys,
     Secrets,
-    UnknownSecretError,
     Visits,
 )
 from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
@@ -498,13 +497,10 @@ def _act(
     if isinstance(action, Navigate):
         url = rebase(action.url, state.old_origin, state.new_origin) or action.url
         action = Navigate(url=url)
-    text = None
-    if isinstance(action, TypeText) and state.secrets.used_in(action.text):
-        try:
-            text = state.secrets.substitute(action.text)
-        except UnknownSecretError as exc:
-            verdict.verdict, verdict.reason = "failed", f"nothing was typed: {exc}"
-            return
+    text = state.secrets.typed_text(action)
+    if isinstance(text, ActionOutcome):
+        verdict.verdict, verdict.reason = "failed", text.message
+        return
     refusal = yield from state.guard.check(action, shot.url, state.visits)
     if refusal is not None:
         verdict.verdict, verdict.reason = "blocked", state.secrets.redact(refusal.message)

@@ -122,7 +122,6 @@ from internvl_agent.agent.safety import (
     Risk,
     RiskyKeys,
     Secrets,
-    UnknownSecretError,
     Visits,
     answer_outcome,
     approved,
@@ -1108,16 +1107,12 @@ class GUIAgent:
         approve_every_action): a person approves, refuses or edits it."""
         action = step.action
         assert action is not None
-        if isinstance(action, TypeText) and self.secrets.used_in(action.text):
-            try:
-                self.secrets.substitute(action.text)
-            except UnknownSecretError as exc:
-                step.outcome = ActionOutcome(False, f"nothing was typed: {exc}")
-                return
-            # judged on the page as it is now (it may have moved since the screenshot)
-            step.page_url = yield from self._page_url(run, step, now=True)
-        else:
-            step.page_url = yield from self._page_url(run, step, now=False)
+        filled = self.secrets.typed_text(action)
+        if isinstance(filled, ActionOutcome):
+            step.outcome = filled
+            return
+        # a secret is judged on the page as it is now (it may have moved since the screenshot)
+        step.page_url = yield from self._page_url(run, step, now=filled is not None)
         verdict = self.guard.assess(action, step.page_url, run.visits)
         if isinstance(verdict, ActionOutcome):
             step.outcome = verdict
@@ -1575,12 +1570,9 @@ class GUIAgent:
     def _act(self, run: _Run, step: _Step, action: Action, shot: Screenshot) -> Steps:
         """Execute the checked action at its targets, keep the page on allowed domains;
         returns the outcome the model is told."""
-        text = None
-        if isinstance(action, TypeText) and self.secrets.used_in(action.text):
-            try:
-                text = self.secrets.substitute(action.text)
-            except UnknownSecretError as exc:
-                return ActionOutcome(False, f"nothing was typed: {exc}")
+        text = self.secrets.typed_text(action)
+        if isinstance(text, ActionOutcome):
+            return text
         check_focus = None
         if text is not None:
             # judged again on where the keys go once the field is clicked

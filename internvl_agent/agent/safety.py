@@ -410,6 +410,16 @@ class Secrets:
 
         return _PLACEHOLDER.sub(value, text)
 
+    def typed_text(self, action: Action) -> str | ActionOutcome | None:
+        """For a type_text `action` that names secrets: its text with them filled in, or the
+        refusal (nothing is typed) when one is unknown. None for any other action."""
+        if not (isinstance(action, TypeText) and self.used_in(action.text)):
+            return None
+        try:
+            return self.substitute(action.text)
+        except UnknownSecretError as exc:
+            return ActionOutcome(False, f"nothing was typed: {exc}")
+
 
 # --------------------------------------------------------------------------- the user's say
 
