@@ -624,7 +624,13 @@ def _portable_tokenizer_config(path: Path) -> None:
 def _chat_template(config: dict[str, Any]) -> str:
     """InternVL's internvl2_5 format as a transformers chat template (for vLLM / lmdeploy)."""
     system = config.get("system_message") or template_system_message(config.get("template"))
-    default = json.dumps(system or "", ensure_ascii=False)
+    return chat_template(system or "")
+
+
+def chat_template(system_message: str) -> str:
+    """The internvl2_5 prompt format (Qwen2's ChatML) as a transformers chat template, with
+    `system_message` when the messages bring none."""
+    default = json.dumps(system_message, ensure_ascii=False)
     return (
         "{% if messages[0]['role'] != 'system' %}"
         f"{{{{ '<|im_start|>system\\n' + {default} + '<|im_end|>\\n' }}}}"

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# InternVL's special tokens (the Qwen2.5 ones first, then InternVL's image and grounding tags).
-SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
+from internvl_agent.engine.convert import chat_template
+
+# InternVL's image and grounding tags, after the Qwen2.5 specials in every tokenizer.
+INTERNVL_TAGS = (
     "<img>",
     "</img>",
     "<IMG_CONTEXT>",
@@ -27,26 +26,14 @@ SPECIAL_TOKENS = (
     "<box>",
     "</box>",
 )
+# InternVL's special tokens (the Qwen2.5 ones first, then InternVL's image and grounding tags).
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", *INTERNVL_TAGS)
 # Qwen2.5 adds these as plain (non-special) tokens so they survive skip_special_tokens.
 TOOL_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
 
 # Qwen2-style chat template (what transformers' apply_chat_template uses; the engine renders
 # prompts itself with the same format).
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '<image>\\n' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+CHAT_TEMPLATE = chat_template("You are a helpful assistant.")
 
 NOISE_NOTICE = (
     "This checkpoint has RANDOM weights: it has InternVL's real architecture and tokens, "
@@ -223,17 +210,6 @@ def is_random_checkpoint(directory: str | Path) -> bool:
 # offline smoke tests of the conversion. `original_native_model` builds the native model with the
 # same random weights, so a conversion can be compared with it.
 
-INTERNVL_TAGS = (
-    "<img>",
-    "</img>",
-    "<IMG_CONTEXT>",
-    "<quad>",
-    "</quad>",
-    "<ref>",
-    "</ref>",
-    "<box>",
-    "</box>",
-)
 # InternLM2's chat specials, in the id order of the released tokenizer (92538..92543).
 INTERNLM2_CHAT_SPECIALS = (
     "<|plugin|>",
