@@ -540,6 +540,15 @@ def _anthropic_source(source: dict[str, Any], options: ImageLoadOptions) -> Imag
     raise MessageFormatError(f"its 'source' of type {kind!r} is not supported; use base64 or url")
 
 
+def _base64_field(block: dict[str, Any]) -> Any:
+    """A block's inline base64 data: LangChain's ``base64`` key, or the older
+    ``source_type: "base64"`` form's ``data``; None when it has neither."""
+    data = block.get("base64")
+    if data is None and block.get("source_type") == "base64":
+        data = block.get("data")
+    return data
+
+
 def _image_from_block(block: dict[str, Any], options: ImageLoadOptions) -> ImagePart:
     """Load the image of a v1/v0/Anthropic ``image`` (or image ``file``) block."""
     if "image" in block:
@@ -550,9 +559,7 @@ def _image_from_block(block: dict[str, Any], options: ImageLoadOptions) -> Image
         return _from_pil(block["image"], options)
     if isinstance(block.get("source"), dict):
         return _anthropic_source(block["source"], options)
-    data = block.get("base64")
-    if data is None and block.get("source_type") == "base64":
-        data = block.get("data")
+    data = _base64_field(block)
     if data is not None:
         return _load_base64(data, block.get("mime_type"), options)
     for key in ("url", "path"):
@@ -688,9 +695,7 @@ def _video_source(block: dict[str, Any], options: ImageLoadOptions) -> tuple[Pat
     nested = block.get("file")
     if isinstance(nested, dict) and isinstance(nested.get("file_data"), str):
         return _video_string(nested["file_data"], options)
-    data = block.get("base64")
-    if data is None and block.get("source_type") == "base64":
-        data = block.get("data")
+    data = _base64_field(block)
     if data is not None:
         return _video_base64(data, block.get("mime_type"), options)
     for key in ("url", "path"):
