@@ -51,10 +51,9 @@ def resize_bicubic(
     """``image.resize((width, height), BICUBIC)``, computed in bands on up to `threads`
     threads (default: one per core); the pixels are PIL's own."""
     threads = cpu_threads() if threads is None else max(1, threads)
-    if image.mode not in BANDED_MODES or threads == 1 or image.size == (width, height):
+    too_small = max(image.width * image.height, width * height) < 2 * MIN_BAND_PIXELS
+    if image.mode not in BANDED_MODES or threads == 1 or too_small or image.size == (width, height):
         return image.resize((width, height), resample=BICUBIC)
-    if max(image.width * image.height, width * height) < 2 * MIN_BAND_PIXELS:
-        return image.resize((width, height), resample=BICUBIC)  # too small to split
     image.load()  # a lazily opened file is read once here, not by several threads at once
     if width == image.width:
         return _columns_pass(image, height, threads)
@@ -85,38 +84,35 @@ def pil_pass_order(source: tuple[int, int], target: tuple[int, int]) -> str | No
 
 
 def _rows_pass(image: Image.Image, width: int, threads: int) -> Image.Image:
-    """The first pass: every row resized to `width`, in bands of rows."""
-    bands = _bands(image.height, width, threads)
-    if len(bands) == 1:
-        return image.resize((width, image.height), resample=BICUBIC)
-
-    def job(top: int, bottom: int) -> Callable[[], Image.Image]:
-        return lambda: image.crop((0, top, image.width, bottom)).resize(
-            (width, bottom - top), resample=BICUBIC
-        )
-
-    done = run_in_threads([job(top, bottom) for top, bottom in bands])
-    out = Image.new(image.mode, (width, image.height))
-    for (top, _), part in zip(bands, done, strict=True):
-        out.paste(part, (0, top))
-    return out
+    """The rows pass: every row resized to `width`, in bands of rows."""
+    return _one_pass(image, width, image.height, threads, rows=True)
 
 
 def _columns_pass(image: Image.Image, height: int, threads: int) -> Image.Image:
-    """The second pass: every column resized to `height`, in bands of columns."""
-    bands = _bands(image.width, height, threads)
+    """The columns pass: every column resized to `height`, in bands of columns."""
+    return _one_pass(image, image.width, height, threads, rows=False)
+
+
+def _one_pass(
+    image: Image.Image, width: int, height: int, threads: int, *, rows: bool
+) -> Image.Image:
+    """One PIL pass to (width, height), along the rows or the columns: each band of lines is
+    cropped, resized by PIL on a thread of its own, and pasted back in place."""
+    bands = _bands(image.height, width, threads) if rows else _bands(image.width, height, threads)
     if len(bands) == 1:
-        return image.resize((image.width, height), resample=BICUBIC)
+        return image.resize((width, height), resample=BICUBIC)
 
-    def job(left: int, right: int) -> Callable[[], Image.Image]:
-        return lambda: image.crop((left, 0, right, image.height)).resize(
-            (right - left, height), resample=BICUBIC
-        )
+    def job(start: int, end: int) -> Callable[[], Image.Image]:
+        if rows:
+            box, size = (0, start, image.width, end), (width, end - start)
+        else:
+            box, size = (start, 0, end, image.height), (end - start, height)
+        return lambda: image.crop(box).resize(size, resample=BICUBIC)
 
-    done = run_in_threads([job(left, right) for left, right in bands])
-    out = Image.new(image.mode, (image.width, height))
-    for (left, _), part in zip(bands, done, strict=True):
-        out.paste(part, (left, 0))
+    done = run_in_threads([job(start, end) for start, end in bands])
+    out = Image.new(image.mode, (width, height))
+    for (start, _), part in zip(bands, done, strict=True):
+        out.paste(part, (0, start) if rows else (start, 0))
     return out
 
 
