@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from internvl_agent.chat.schema_view import NON_BLANK_PATTERN
 from internvl_agent.computers.base import ActionOutcome, Computer
 from internvl_agent.coordinates import Point
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
@@ -137,14 +138,6 @@ Coord = Annotated[int, Interval(ge=0, le=1000), BeforeValidator(_round_number)]
 # maximum, anyOf, required). Patterns are anchored at both ends (xgrammar matches a pattern
 # against the whole string, llguidance and JSON Schema search it) and name the characters
 # Python's str.strip() removes, so the schema and the Python check agree to the character.
-BLANK_CLASS = (
-    "\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
-    "\\u2028\\u2029\\u202f\\u205f\\u3000"
-)
-"""A regex class of exactly the characters for which str.isspace() is true."""
-NON_BLANK_PATTERN = f"^[\\s\\S]*[^{BLANK_CLASS}][\\s\\S]*$"
-"""A string with at least one character that str.strip() keeps (the class is written once:
-the pattern is in every tool schema the model reads, 36 times for the browser's tools)."""
 URL_PATTERN = "^[!-Z\\\\^-~]+$"
 """Printable ASCII without spaces or square brackets: what urlsplit always parses (a URL with
 other characters is percent-encoded; IPv6 hosts are not written in brackets by the model)."""

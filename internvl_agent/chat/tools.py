@@ -8,7 +8,9 @@ inside ``<tools></tools>`` and to answer with::
     </tool_call>
 
 Rendering follows the Qwen2.5 chat template byte for byte (``tojson`` there is
-``json.dumps(..., ensure_ascii=False)``). Parsing is tolerant and never raises on model output:
+``json.dumps(..., ensure_ascii=False)``), given each tool's `tool_view`: the exact schemas
+constrain decoding, the model reads a shorter equivalent (chat/schema_view.py).
+Parsing is tolerant and never raises on model output:
 
 - several ``<tool_call>`` blocks, with text before, between and after them (that text is the
   message content; stray ``</tool_call>`` tags are dropped from it);
@@ -46,6 +48,7 @@ from langchain_core.messages.tool import (
     tool_call_chunk,
 )
 
+from internvl_agent.chat.schema_view import tool_view
 from internvl_agent.errors import ConfigurationError
 
 TOOL_CALL_OPEN = "<tool_call>"
@@ -75,13 +78,13 @@ def _tojson(value: Any) -> str:
 def render_tools_system_prompt(tools: Sequence[dict]) -> str:
     """The Qwen2.5 tools block (from ``# Tools`` to the last ``</tool_call>``).
 
-    `tools` are OpenAI tool dicts. Qwen2.5 appends this block to the system message after a
-    blank line (`messages_to_turns` does).
+    `tools` are OpenAI tool dicts, each shown as its `tool_view`. Qwen2.5 appends this block
+    to the system message after a blank line (`messages_to_turns` does).
     """
     lines = []
     for i, tool in enumerate(tools):
         try:
-            lines.append("\n" + _tojson(tool))
+            lines.append("\n" + _tojson(tool_view(tool)))
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(
                 f"tool #{i} is not JSON-serializable ({exc}); pass OpenAI tool dicts, e.g. from "
