@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from internvl_agent.chat.schema_view import NON_BLANK_PATTERN
+from internvl_agent.chat.schema_view import NON_BLANK_PATTERN, non_null, undocumented
 from internvl_agent.computers.base import ActionOutcome, Computer
 from internvl_agent.coordinates import Point
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
@@ -207,17 +207,6 @@ def _where(point: tuple[int, int] | None, element: str | None) -> str:
     return f"at {target}" if point is not None else f"on {target}"
 
 
-def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
-    """A nullable property's schema without its null branch (and without documentation)."""
-    options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
-    plain = options[0] if len(options) == 1 else {"anyOf": options}
-    return {k: v for k, v in plain.items() if k not in ("title", "description", "default")}
-
-
-def _bare(prop: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in prop.items() if k not in ("title", "description", "default")}
-
-
 def target_alternatives(
     schema: dict[str, Any], targets: Iterable[tuple[str, str, str, bool]]
 ) -> None:
@@ -232,17 +221,17 @@ def target_alternatives(
     props: dict[str, Any] = schema.get("properties", {})
     required = list(schema.get("required", []))
     branches: list[tuple[dict[str, Any], list[str]]] = [
-        ({name: _bare(p) for name, p in props.items()}, list(required))
+        ({name: undocumented(p) for name, p in props.items()}, list(required))
     ]
     for x, y, element, needed in targets:
         grown = []
         for branch_props, branch_required in branches:
             point = dict(branch_props)
-            point[x], point[y] = _non_null(props[x]), _non_null(props[y])
+            point[x], point[y] = non_null(props[x]), non_null(props[y])
             grown.append((point, [*branch_required, x, y]))
             other = {k: v for k, v in branch_props.items() if k not in (x, y)}
             if needed:
-                other[element] = _non_null(props[element])
+                other[element] = non_null(props[element])
             grown.append((other, [*branch_required, element] if needed else branch_required))
         branches = grown
     schema["anyOf"] = [
@@ -600,14 +589,14 @@ def done_with_output(output_schema: type[BaseModel] | Mapping[str, Any]) -> type
         for key, value in defs.items():
             schema.setdefault(key, {}).update(value)
         props = schema["properties"]
-        base = {k: _bare(v) for k, v in props.items() if k not in ("output", "success")}
+        base = {k: undocumented(v) for k, v in props.items() if k not in ("output", "success")}
         schema["anyOf"] = [
             {
                 "type": "object",
                 "properties": {
                     **base,
                     "success": {"type": "boolean", "enum": [True]},
-                    "output": _non_null(props["output"]),
+                    "output": non_null(props["output"]),
                 },
                 "required": ["output"],
                 "additionalProperties": False,

@@ -84,16 +84,16 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any] | None:
     return view
 
 
-def _plain(schema: Any) -> Any:
-    """A property's schema without documentation and without a null branch, for comparing."""
-    if not isinstance(schema, dict):
-        return schema
-    options = schema.get("anyOf")
-    if isinstance(options, list) and len(options) == 2 and options.count(_NULL) == 1:
-        (schema,) = [o for o in options if o != _NULL]
-        if not isinstance(schema, dict):
-            return schema
+def undocumented(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` without its title, description and default."""
     return {k: v for k, v in schema.items() if k not in _DOCUMENTATION}
+
+
+def non_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A property's schema without its null branch and without documentation (what a
+    branch of alternatives that requires the property shows of it)."""
+    options = [o for o in schema.get("anyOf", [schema]) if o != _NULL]
+    return undocumented(options[0] if len(options) == 1 else {"anyOf": options})
 
 
 def _alternatives(schema: dict[str, Any], branches: Any) -> list[dict[str, Any]] | None:
@@ -110,7 +110,7 @@ def _alternatives(schema: dict[str, Any], branches: Any) -> list[dict[str, Any]]
         narrowed = {
             name: model_view(sub)
             for name, sub in branch_props.items()
-            if _plain(sub) != _plain(props[name])
+            if non_null(sub) != non_null(props[name])
         }
         needs = [r for r in branch.get("required", []) if r not in required]
         if not narrowed and not needs:
