@@ -25,6 +25,7 @@ NON_BLANK_PATTERN = f"^[\\s\\S]*[^{BLANK_CLASS}][\\s\\S]*$"
 xgrammar matches a pattern against the whole string, llguidance and JSON Schema search it)."""
 
 _DOCUMENTATION = ("title", "description", "default")
+_BRANCH_KEYS = {"type", "properties", "required", "additionalProperties", "title", "description"}
 _NULL = {"type": "null"}
 
 
@@ -104,8 +105,14 @@ def _alternatives(schema: dict[str, Any], branches: Any) -> list[dict[str, Any]]
     required = set(schema.get("required", []))
     reduced: list[dict[str, Any]] = []
     for branch in branches if isinstance(branches, list) else []:
-        branch_props = branch.get("properties") if isinstance(branch, dict) else None
+        if not isinstance(branch, dict) or not set(branch) <= _BRANCH_KEYS:
+            return None
+        branch_props = branch.get("properties")
         if not isinstance(branch_props, dict) or not set(branch_props) <= set(props):
+            return None
+        if not all(isinstance(p, dict) for p in (*branch_props.values(), *props.values())):
+            return None
+        if branch.get("type", "object") != "object":
             return None
         narrowed = {
             name: model_view(sub)

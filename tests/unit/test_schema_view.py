@@ -86,6 +86,13 @@ def test_other_schemas_are_shown_as_they_are() -> None:
         "required": ["code"],
     }
     assert model_view(user_tool) == user_tool
+    # alternatives restating the properties but saying more than fields: kept whole
+    counted = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+        "anyOf": [{"type": "object", "properties": {"a": {"type": "string"}}, "minProperties": 2}],
+    }
+    assert model_view(counted) == counted
     # values of keywords are never rewritten, only schemas
     constant = {"enum": [{"anyOf": [{"type": "integer"}, {"type": "null"}]}]}
     assert model_view(constant) == constant
