@@ -67,6 +67,7 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.errors import GraphBubbleUp
@@ -139,6 +140,7 @@ from internvl_agent.agent.state import (
     read_answer,
     read_approval,
 )
+from internvl_agent.chat.schema_view import portable_view, tool_view
 from internvl_agent.computers.base import ActionOutcome, Computer, Screenshot
 from internvl_agent.coordinates import Box, OffScreenError, Point, checked_norm_to_pixels
 from internvl_agent.errors import ConfigurationError
@@ -240,11 +242,38 @@ class AgentResult:
         )
 
 
-def bind_action_tools(model: Any, tools: Sequence[Any], **kwargs: Any) -> Runnable:
+ToolSchemas = Literal["auto", "exact", "portable"]
+EXACT_SCHEMA_MODELS = frozenset({"internvl", "openai-chat", "azure-openai-chat"})
+"""The chat models (``_llm_type``) that get the action tools' exact schemas by default:
+ChatInternVL decodes a forced call under them, and ChatOpenAI reaches OpenAI (which takes
+them) or the servers that serve InternVL (vLLM, lmdeploy, ``internvl-agent serve``), which
+decode a forced call under them too. Every other model gets `portable_view` schemas."""
+
+
+def tool_schemas_for(model: Any, schemas: ToolSchemas = "auto") -> Literal["exact", "portable"]:
+    """Which schemas `model` is given: `schemas`, or for "auto" by EXACT_SCHEMA_MODELS."""
+    if schemas not in ("auto", "exact", "portable"):
+        raise ConfigurationError(f"tool_schemas must be auto, exact or portable, got {schemas!r}")
+    if schemas != "auto":
+        return schemas
+    llm_type = getattr(model, "_llm_type", None)
+    return "exact" if llm_type in EXACT_SCHEMA_MODELS else "portable"
+
+
+def bind_action_tools(
+    model: Any, tools: Sequence[Any], *, schemas: ToolSchemas = "auto", **kwargs: Any
+) -> Runnable:
     """`model.bind_tools(tools, tool_choice="any")`, or without tool_choice when the model
-    rejects "any"; ConfigurationError when the model has no tool calling at all."""
+    rejects "any"; ConfigurationError when the model has no tool calling at all.
+
+    `schemas` (see `tool_schemas_for`): "exact" binds the tools as they are; "portable"
+    binds OpenAI tool dicts whose parameters are `portable_view` (no anyOf at the top, which
+    Anthropic's API refuses); the agent validates every call against the exact schema.
+    """
     if not hasattr(model, "bind_tools"):
         raise ConfigurationError(f"{type(model).__name__} has no bind_tools: it cannot call tools")
+    if tool_schemas_for(model, schemas) == "portable":
+        tools = [tool_view(convert_to_openai_tool(t), portable_view) for t in tools]
     try:
         return model.bind_tools(tools, tool_choice="any", **kwargs)
     except NotImplementedError as exc:
@@ -465,6 +494,12 @@ class GUIAgent:
         result in that schema (constrained decoding with ChatInternVL follows it), an invalid
         one is fed back like any invalid call, and `AgentResult.output` is the validated
         object (a model instance, or the JSON value for a dict schema).
+    tool_schemas: the action tools' schemas as the model is given them: "exact" (what
+        constrained decoding needs: ChatInternVL, and ChatOpenAI for OpenAI, vLLM, lmdeploy
+        or ``internvl-agent serve``), "portable" (the same fields and rules in a form every
+        tool-calling API takes: no anyOf at the top, which Anthropic's API refuses) or
+        "auto" (exact for those, portable for any other model). Every call is validated
+        against the exact schema either way.
     """
 
     def __init__(
@@ -495,6 +530,7 @@ class GUIAgent:
         approve_every_action: bool = False,
         approval_image: Literal["path", "data_url"] = "path",
         output_schema: type[BaseModel] | Mapping[str, Any] | None = None,
+        tool_schemas: ToolSchemas = "auto",
     ) -> None:
         for name, value, low in (
             ("max_steps", max_steps, 1),
@@ -556,7 +592,7 @@ class GUIAgent:
             self.action_models["done"] = done_with_output(output_schema)
         call_options = {"max_tiles": max_tiles} if max_tiles is not None else {}
         tools = action_tools(self.tool_names, models=self.action_models)
-        self.bound_model = bind_action_tools(model, tools, **call_options)
+        self.bound_model = bind_action_tools(model, tools, schemas=tool_schemas, **call_options)
         self.grounder: Runnable = grounder if grounder is not None else model
         self.grounding_kwargs: dict[str, Any] = dict(call_options)
         if grounding_max_tiles is not None:

@@ -9,10 +9,14 @@ the same properties, types, bounds, enums, descriptions and required fields, eac
 reduced to what it adds (its required fields, its narrowed properties), optionals without
 their null branch, and no non-blank pattern (``minLength: 1`` says it). Decoding and
 validation keep the exact schema; only the prompt is shorter.
+
+`portable_view` is the same without combinators at the top: what the agent gives chat models
+whose APIs refuse them (Anthropic's), as they would refuse the exact schema.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 BLANK_CLASS = (
@@ -29,6 +33,7 @@ _BRANCH_KEYS = {"type", "properties", "required", "additionalProperties", "title
 _NULL = {"type": "null"}
 
 
+_COMBINATORS = ("anyOf", "oneOf", "allOf")
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMAS = ("items", "additionalProperties", "not", "contains", "if", "then", "else")
@@ -62,12 +67,23 @@ def model_view(schema: Any) -> Any:
     return view
 
 
-def tool_view(tool: Any) -> Any:
-    """An OpenAI tool dict with its parameters' `model_view` (anything else as it is)."""
+def portable_view(schema: Any) -> Any:
+    """`model_view` without anyOf / oneOf / allOf at the top: a schema that every
+    tool-calling API takes (Anthropic's refuses combinators at the top of a tool's input
+    schema). The tool's description states the rule they spelled out, and the caller
+    validates each call against the exact schema."""
+    view = model_view(schema)
+    if not isinstance(view, dict):
+        return view
+    return {k: v for k, v in view.items() if k not in _COMBINATORS}
+
+
+def tool_view(tool: Any, view: Callable[[Any], Any] = model_view) -> Any:
+    """An OpenAI tool dict with its parameters' `view` (anything else as it is)."""
     function = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(function, dict) or not isinstance(function.get("parameters"), dict):
         return tool
-    return {**tool, "function": {**function, "parameters": model_view(function["parameters"])}}
+    return {**tool, "function": {**function, "parameters": view(function["parameters"])}}
 
 
 def _without_null(schema: dict[str, Any]) -> dict[str, Any] | None:

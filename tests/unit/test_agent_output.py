@@ -27,7 +27,9 @@ def test_done_output_is_the_validated_model(tmp_path: Path) -> None:
             call("done", output={"number": "LH123", "seats": 2}, answer="found it"),
         ]
     )
-    agent = GUIAgent(model, FakeComputer(), record_dir=tmp_path, output_schema=Flight)
+    agent = GUIAgent(
+        model, FakeComputer(), record_dir=tmp_path, output_schema=Flight, tool_schemas="exact"
+    )
     result = agent.run("Find the flight")
 
     assert result.status == "done" and result.steps == 3

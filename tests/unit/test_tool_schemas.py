@@ -1,0 +1,81 @@
+"""Which action schemas a chat model is given (agent.bind_action_tools): the exact ones where
+decoding follows them, a portable form everywhere else (Anthropic refuses a top-level anyOf)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from internvl_agent.actions import BROWSER_ACTIONS, action_tools
+from internvl_agent.agent.agent import GUIAgent, bind_action_tools, tool_schemas_for
+from internvl_agent.errors import ConfigurationError
+from tests.support.fakes import FakeComputer, tool_calling_fake
+
+COMBINATORS = ("anyOf", "oneOf", "allOf")
+
+
+def _exact() -> dict[str, dict[str, Any]]:
+    return {
+        t.name: convert_to_openai_tool(t)["function"]["parameters"]
+        for t in action_tools(BROWSER_ACTIONS)
+    }
+
+
+def _bound_parameters(bound: Any) -> dict[str, dict[str, Any]]:
+    return {t["function"]["name"]: t["function"]["parameters"] for t in bound.kwargs["tools"]}
+
+
+def test_an_unknown_model_gets_the_fields_without_top_level_alternatives() -> None:
+    bound = bind_action_tools(tool_calling_fake(), action_tools(BROWSER_ACTIONS))
+    portable, exact = _bound_parameters(bound), _exact()
+    assert set(portable) == set(exact)
+    assert any("anyOf" in p for p in exact.values())  # what the portable form leaves out
+    for name, parameters in portable.items():
+        assert not any(k in parameters for k in COMBINATORS), name
+        assert list(parameters["properties"]) == list(exact[name]["properties"]), name
+        for field, prop in parameters["properties"].items():
+            assert prop.get("description") == exact[name]["properties"][field].get("description")
+    assert bound.kwargs["tool_choice"] == "any"
+
+
+def test_openai_clients_get_the_exact_schemas_unless_told_otherwise() -> None:
+    from langchain_openai import ChatOpenAI
+
+    model = ChatOpenAI(model="internvl3-2b", api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    assert tool_schemas_for(model) == "exact"
+    exact = bind_action_tools(model, action_tools(BROWSER_ACTIONS))
+    assert _bound_parameters(exact) == _exact()
+    portable = bind_action_tools(model, action_tools(BROWSER_ACTIONS), schemas="portable")
+    assert not any("anyOf" in p for p in _bound_parameters(portable).values())
+
+
+def test_anthropic_gets_every_tool_in_a_form_its_api_accepts() -> None:
+    import warnings
+
+    from langchain_anthropic import ChatAnthropic
+
+    model = ChatAnthropic(model="claude-sonnet-4-5", api_key="sk-ant-test")  # type: ignore[call-arg]
+    tools = action_tools(BROWSER_ACTIONS)
+    # The API answers "input_schema does not support oneOf, allOf, or anyOf at the top level"
+    # (HTTP 400); langchain-anthropic drops such tools with a warning: click, type_text...
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exact = bind_action_tools(model, tools, schemas="exact")
+    offered = {t["name"] for t in exact.kwargs["tools"]}
+    assert "click" not in offered and any("top-level anyOf" in str(w.message) for w in caught)
+
+    bound = bind_action_tools(model, tools)
+    assert [t["name"] for t in bound.kwargs["tools"]] == [t.name for t in tools]
+    for tool in bound.kwargs["tools"]:
+        assert not any(k in tool["input_schema"] for k in COMBINATORS), tool["name"]
+    assert bound.kwargs["tool_choice"] == {"type": "any"}
+
+
+def test_the_agent_passes_its_choice_on_and_checks_it() -> None:
+    fake = tool_calling_fake()
+    agent = GUIAgent(fake, FakeComputer(), tool_schemas="exact")
+    assert _bound_parameters(agent.bound_model)["click"] == _exact()["click"]
+    with pytest.raises(ConfigurationError, match="tool_schemas must be auto, exact or portable"):
+        GUIAgent(fake, FakeComputer(), tool_schemas="strict")  # type: ignore[arg-type]
