@@ -31,8 +31,6 @@ xgrammar matches a pattern against the whole string, llguidance and JSON Schema 
 _DOCUMENTATION = ("title", "description", "default")
 _BRANCH_KEYS = {"type", "properties", "required", "additionalProperties", "title", "description"}
 _NULL = {"type": "null"}
-
-
 _COMBINATORS = ("anyOf", "oneOf", "allOf")
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
@@ -123,8 +121,10 @@ def _alternatives(schema: dict[str, Any], branches: Any) -> list[dict[str, Any]]
     for branch in branches if isinstance(branches, list) else []:
         if not isinstance(branch, dict) or not set(branch) <= _BRANCH_KEYS:
             return None
-        branch_props = branch.get("properties")
+        branch_props, branch_required = branch.get("properties"), branch.get("required", [])
         if not isinstance(branch_props, dict) or not set(branch_props) <= set(props):
+            return None
+        if not isinstance(branch_required, list):
             return None
         if not all(isinstance(p, dict) for p in (*branch_props.values(), *props.values())):
             return None
@@ -135,7 +135,7 @@ def _alternatives(schema: dict[str, Any], branches: Any) -> list[dict[str, Any]]
             for name, sub in branch_props.items()
             if non_null(sub) != non_null(props[name])
         }
-        needs = [r for r in branch.get("required", []) if r not in required]
+        needs = [r for r in branch_required if r not in required]
         if not narrowed and not needs:
             return []
         alternative: dict[str, Any] = {"properties": narrowed} if narrowed else {}
