@@ -36,11 +36,11 @@ from pydantic import (
     model_validator,
 )
 
-from internvl_agent.chat.schema_view import NON_BLANK_PATTERN, non_null, undocumented
 from internvl_agent.computers.base import ActionOutcome, Computer
 from internvl_agent.coordinates import Point
 from internvl_agent.errors import ConfigurationError, InternVLAgentError
 from internvl_agent.grounding import reply_text
+from internvl_agent.json_schema import NON_BLANK_PATTERN, non_null, undocumented
 from internvl_agent.records import dumps, safe_str, truncate
 from internvl_agent.urls import normalize_url
 
@@ -136,8 +136,9 @@ Coord = Annotated[int, Interval(ge=0, le=1000), BeforeValidator(_round_number)]
 # What a grammar lets a model write must validate, so every check is also in the JSON schema,
 # written with features every constrained decoder has (pattern, minLength, enum, minimum,
 # maximum, anyOf, required). Patterns are anchored at both ends (xgrammar matches a pattern
-# against the whole string, llguidance and JSON Schema search it) and name the characters
-# Python's str.strip() removes, so the schema and the Python check agree to the character.
+# against the whole string, llguidance and JSON Schema search it); NON_BLANK_PATTERN
+# (json_schema.py) names the characters Python's str.strip() removes, so the schema and the
+# Python check agree to the character.
 URL_PATTERN = "^[!-Z\\\\^-~]+$"
 """Printable ASCII without spaces or square brackets: what urlsplit always parses (a URL with
 other characters is percent-encoded; IPv6 hosts are not written in brackets by the model)."""

@@ -66,7 +66,12 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableLambda,
+    RunnableWithFallbacks,
+)
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
@@ -256,8 +261,12 @@ def tool_schemas_for(model: Any, schemas: ToolSchemas = "auto") -> Literal["exac
         raise ConfigurationError(f"tool_schemas must be auto, exact or portable, got {schemas!r}")
     if schemas != "auto":
         return schemas
-    llm_type = getattr(model, "_llm_type", None)
-    return "exact" if llm_type in EXACT_SCHEMA_MODELS else "portable"
+    # a model with fallbacks binds the same tools to each of them: exact only if all take it
+    models = (
+        [model.runnable, *model.fallbacks] if isinstance(model, RunnableWithFallbacks) else [model]
+    )
+    exact = all(getattr(m, "_llm_type", None) in EXACT_SCHEMA_MODELS for m in models)
+    return "exact" if exact else "portable"
 
 
 def bind_action_tools(
@@ -496,10 +505,10 @@ class GUIAgent:
         object (a model instance, or the JSON value for a dict schema).
     tool_schemas: the action tools' schemas as the model is given them: "exact" (what
         constrained decoding needs: ChatInternVL, and ChatOpenAI for OpenAI, vLLM, lmdeploy
-        or ``internvl-agent serve``), "portable" (the same fields and rules in a form every
-        tool-calling API takes: no anyOf at the top, which Anthropic's API refuses) or
-        "auto" (exact for those, portable for any other model). Every call is validated
-        against the exact schema either way.
+        or ``internvl-agent serve``), "portable" (a summary without anyOf at the top, which
+        Anthropic's API refuses; the rules are in the tools' descriptions) or "auto" (exact
+        for those, portable for any other model, and for a model with fallbacks unless all
+        of them are of those kinds). Every call is validated against the exact schema.
     """
 
     def __init__(

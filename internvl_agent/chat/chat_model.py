@@ -312,9 +312,9 @@ class ChatInternVL(BaseChatModel):
         Tools are described in Qwen2.5's format. ``tool_choice="any"`` (or a tool's name)
         forces a call and constrains decoding to the tools' schemas, so the arguments are
         always valid JSON of the right shape; ``response_metadata["finish_reason"]`` is then
-        ``"tool_calls"``. The prompt shows each schema in a shorter form that says the same
-        to a reader (alternatives reduced to their required fields, optionals without their
-        null branch: chat/schema_view.py); decoding enforces the exact schema.
+        ``"tool_calls"``. The prompt shows each schema as a shorter summary (alternatives
+        reduced to their required fields, optionals without their null branch:
+        chat/schema_view.py); a forced call is decoded under the exact schema.
 
     Structured output:
         ```python

@@ -1,17 +1,22 @@
-"""What the model reads of a tool's JSON schema, beside the exact schema the decoder enforces.
+"""Shorter views of a tool's JSON schema, for the model to read; the exact schema is enforced.
 
 A schema that makes constrained decoding produce only calls that validate says a lot that a
 reader does not need: every "point or element" alternative spelled out as a whole object
 (xgrammar reads only the branches of an ``anyOf``), the null branch of every optional, and a
 pattern naming each whitespace code point. For InternVL's 13 browser actions that was 7,702
-prompt tokens at every step. The tools block shows the model `model_view(schema)` instead:
-the same properties, types, bounds, enums, descriptions and required fields, each alternative
-reduced to what it adds (its required fields, its narrowed properties), optionals without
-their null branch, and no non-blank pattern (``minLength: 1`` says it). Decoding and
-validation keep the exact schema; only the prompt is shorter.
+prompt tokens at every step. ChatInternVL's tools block shows `model_view(schema)` instead, a
+summary: the same properties, types, bounds, enums, descriptions and required fields; each
+alternative reduced to what it adds (its required fields, its narrowed properties); optional
+properties without their null branch (a required one keeps it); no non-blank pattern.
 
-`portable_view` is the same without combinators at the top: what the agent gives chat models
-whose APIs refuse them (Anthropic's), as they would refuse the exact schema.
+A summary is wider than the schema: it lets through, for example, ``x`` without ``y`` next to
+``element``, or a blank string. What enforces the exact schema is unchanged: a forced call
+(``tool_choice`` "any" or a name) is decoded under it, and the agent validates every call
+(an invalid one is fed back to the model); an unforced call is only parsed.
+
+`portable_view` is the summary without a combinator at the top: Anthropic's API refuses
+anyOf / oneOf / allOf there, and the agent gives such views to models other than
+ChatInternVL and ChatOpenAI (agent.bind_action_tools).
 """
 
 from __future__ import annotations
@@ -19,29 +24,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-BLANK_CLASS = (
-    "\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
-    "\\u2028\\u2029\\u202f\\u205f\\u3000"
-)
-"""A regex class of exactly the characters for which str.isspace() is true."""
-NON_BLANK_PATTERN = f"^[\\s\\S]*[^{BLANK_CLASS}][\\s\\S]*$"
-"""A string with at least one character that str.strip() keeps (anchored at both ends:
-xgrammar matches a pattern against the whole string, llguidance and JSON Schema search it)."""
+from internvl_agent.json_schema import DOCUMENTATION_KEYS, NON_BLANK_PATTERN, NULL, non_null
 
-_DOCUMENTATION = ("title", "description", "default")
 _BRANCH_KEYS = {"type", "properties", "required", "additionalProperties", "title", "description"}
-_NULL = {"type": "null"}
 _COMBINATORS = ("anyOf", "oneOf", "allOf")
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMAS = ("items", "additionalProperties", "not", "contains", "if", "then", "else")
 
 
-def model_view(schema: Any) -> Any:
-    """`schema` as the model reads it in the tools block (see the module docstring)."""
+def model_view(schema: Any, *, required: bool = False) -> Any:
+    """`schema` as the model reads it (see the module docstring); `required`: it is a
+    required property, whose null branch is kept (null is then the way to leave it empty)."""
     if not isinstance(schema, dict):
         return schema
-    optional = _without_null(schema)
+    optional = None if required else _without_null(schema)
     if optional is not None:
         return optional
     view: dict[str, Any] = {}
@@ -54,7 +51,12 @@ def model_view(schema: Any) -> Any:
                 if alternatives:
                     view["anyOf"] = alternatives
                 continue
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
+        if key == "properties" and isinstance(value, dict):
+            needed = _required(schema)
+            view[key] = {
+                name: model_view(sub, required=name in needed) for name, sub in value.items()
+            }
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
             view[key] = {name: model_view(sub) for name, sub in value.items()}
         elif key in _SCHEMA_LISTS and isinstance(value, list):
             view[key] = [model_view(sub) for sub in value]
@@ -66,10 +68,9 @@ def model_view(schema: Any) -> Any:
 
 
 def portable_view(schema: Any) -> Any:
-    """`model_view` without anyOf / oneOf / allOf at the top: a schema that every
-    tool-calling API takes (Anthropic's refuses combinators at the top of a tool's input
-    schema). The tool's description states the rule they spelled out, and the caller
-    validates each call against the exact schema."""
+    """`model_view` without anyOf / oneOf / allOf at the top, which Anthropic's API refuses
+    in a tool's input schema (nested ones stay). The rules the alternatives stated are in the
+    action tools' descriptions, and the agent validates each call against the exact schema."""
     view = model_view(schema)
     if not isinstance(view, dict):
         return view
@@ -87,10 +88,10 @@ def tool_view(tool: Any, view: Callable[[Any], Any] = model_view) -> Any:
 def _without_null(schema: dict[str, Any]) -> dict[str, Any] | None:
     """An optional written as ``anyOf: [X, null]`` shown as X (with its documentation)."""
     options = schema.get("anyOf")
-    if not isinstance(options, list) or len(options) != 2 or options.count(_NULL) != 1:
+    if not isinstance(options, list) or len(options) != 2 or options.count(NULL) != 1:
         return None
-    (kept,) = [o for o in options if o != _NULL]
-    if not isinstance(kept, dict) or not set(schema) - {"anyOf"} <= set(_DOCUMENTATION):
+    (kept,) = [o for o in options if o != NULL]
+    if not isinstance(kept, dict) or not set(schema) - {"anyOf"} <= set(DOCUMENTATION_KEYS):
         return None
     view = model_view(kept)
     for key, value in schema.items():
@@ -99,16 +100,9 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any] | None:
     return view
 
 
-def undocumented(schema: dict[str, Any]) -> dict[str, Any]:
-    """`schema` without its title, description and default."""
-    return {k: v for k, v in schema.items() if k not in _DOCUMENTATION}
-
-
-def non_null(schema: dict[str, Any]) -> dict[str, Any]:
-    """A property's schema without its null branch and without documentation (what a
-    branch of alternatives that requires the property shows of it)."""
-    options = [o for o in schema.get("anyOf", [schema]) if o != _NULL]
-    return undocumented(options[0] if len(options) == 1 else {"anyOf": options})
+def _required(schema: dict[str, Any]) -> set[str]:
+    required = schema.get("required", [])
+    return {r for r in required if isinstance(r, str)} if isinstance(required, list) else set()
 
 
 def _alternatives(schema: dict[str, Any], branches: Any) -> list[dict[str, Any]] | None:
@@ -116,7 +110,7 @@ def _alternatives(schema: dict[str, Any], branches: Any) -> list[dict[str, Any]]
     branch adds; [] when one branch adds nothing (the object alone satisfies it); None when
     the branches are not of that kind (they are then shown as they are)."""
     props: dict[str, Any] = schema["properties"]
-    required = set(schema.get("required", []))
+    required = _required(schema)
     reduced: list[dict[str, Any]] = []
     for branch in branches if isinstance(branches, list) else []:
         if not isinstance(branch, dict) or not set(branch) <= _BRANCH_KEYS:

@@ -8,8 +8,8 @@ inside ``<tools></tools>`` and to answer with::
     </tool_call>
 
 Rendering follows the Qwen2.5 chat template byte for byte (``tojson`` there is
-``json.dumps(..., ensure_ascii=False)``), given each tool's `tool_view`: the exact schemas
-constrain decoding, the model reads a shorter equivalent (chat/schema_view.py).
+``json.dumps(..., ensure_ascii=False)``), given each tool's `tool_view`: the model reads a
+summary of each schema (chat/schema_view.py); a forced call is decoded under the exact one.
 Parsing is tolerant and never raises on model output:
 
 - several ``<tool_call>`` blocks, with text before, between and after them (that text is the

@@ -354,7 +354,7 @@ def test_navigate_adds_http_for_local_hosts_and_https_elsewhere() -> None:
 def test_blank_class_is_exactly_what_strip_removes() -> None:
     import re
 
-    from internvl_agent.chat.schema_view import BLANK_CLASS, NON_BLANK_PATTERN
+    from internvl_agent.json_schema import BLANK_CLASS, NON_BLANK_PATTERN
 
     blank = re.compile(f"[{BLANK_CLASS}]")
     every = map(chr, range(0x110000))

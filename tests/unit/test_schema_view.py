@@ -1,4 +1,4 @@
-"""What the model reads of a tool's schema (chat/schema_view.py): shorter, and saying the same."""
+"""What the model reads of a tool's schema (chat/schema_view.py): a shorter summary."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
 
 from internvl_agent.actions import ACTION_MODELS, action_tools, done_with_output
-from internvl_agent.chat.schema_view import NON_BLANK_PATTERN, model_view, tool_view
+from internvl_agent.chat.schema_view import model_view, tool_view
 from internvl_agent.chat.tools import render_tools_system_prompt
+from internvl_agent.json_schema import NON_BLANK_PATTERN
 
 
 def _parameters(name: str, models: Any = None) -> dict[str, Any]:
@@ -108,3 +109,14 @@ def test_the_tools_block_shows_the_view_and_is_much_shorter() -> None:
     for tool in tools:
         assert json.dumps(tool_view(tool), ensure_ascii=False) in block
     assert shown < 0.6 * full  # 21,746 -> 10,764 characters when this was written
+
+
+def test_a_required_property_keeps_its_null_branch() -> None:
+    class Form(BaseModel):
+        gate: str | None = Field(description="null when no gate is shown")
+        seat: str | None = Field(None, description="a seat, if chosen")
+
+    view = model_view(convert_to_openai_tool(Form)["function"]["parameters"])
+    assert view["required"] == ["gate"]
+    assert {"type": "null"} in view["properties"]["gate"]["anyOf"]  # null is how to leave it
+    assert view["properties"]["seat"] == {"type": "string", "description": "a seat, if chosen"}

@@ -79,3 +79,27 @@ def test_the_agent_passes_its_choice_on_and_checks_it() -> None:
     assert _bound_parameters(agent.bound_model)["click"] == _exact()["click"]
     with pytest.raises(ConfigurationError, match="tool_schemas must be auto, exact or portable"):
         GUIAgent(fake, FakeComputer(), tool_schemas="strict")  # type: ignore[arg-type]
+
+
+def test_a_model_with_fallbacks_gets_exact_schemas_only_if_every_model_takes_them() -> None:
+    from langchain_anthropic import ChatAnthropic
+    from langchain_openai import ChatOpenAI
+
+    def openai() -> ChatOpenAI:
+        return ChatOpenAI(model="m", api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+
+    claude = ChatAnthropic(model="claude-sonnet-4-5", api_key="sk-ant-test")  # type: ignore[call-arg]
+    assert tool_schemas_for(openai().with_fallbacks([openai()])) == "exact"
+    assert tool_schemas_for(openai().with_fallbacks([claude])) == "portable"
+
+
+def test_a_typed_done_keeps_its_output_field_in_the_portable_form() -> None:
+    from pydantic import BaseModel
+
+    class Total(BaseModel):
+        amount: float
+
+    agent = GUIAgent(tool_calling_fake(), FakeComputer(), output_schema=Total)
+    done = _bound_parameters(agent.bound_model)["done"]
+    assert "anyOf" not in done
+    assert done["properties"]["output"]["properties"]["amount"]["type"] == "number"
