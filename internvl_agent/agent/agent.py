@@ -63,6 +63,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
@@ -248,15 +249,33 @@ class AgentResult:
 
 
 ToolSchemas = Literal["auto", "exact", "portable"]
-EXACT_SCHEMA_MODELS = frozenset({"internvl", "openai-chat", "azure-openai-chat"})
-"""The chat models (``_llm_type``) that get the action tools' exact schemas by default:
-ChatInternVL decodes a forced call under them, and ChatOpenAI reaches OpenAI (which takes
-them) or the servers that serve InternVL (vLLM, lmdeploy, ``internvl-agent serve``), which
-decode a forced call under them too. Every other model gets `portable_view` schemas."""
+OPENAI_HOSTS = ("api.openai.com",)
+"""Hosts of OpenAI's own API, which refuses anyOf / oneOf / allOf at the top of a tool's
+parameters (HTTP 400 invalid_function_parameters), as Azure OpenAI and Anthropic do."""
+PORTABLE_HINT = (
+    "; this API refuses the action tools' exact schemas (anyOf at the top): pass "
+    "GUIAgent(tool_schemas='portable')"
+)
+
+
+def _takes_exact_schemas(model: Any) -> bool:
+    """ChatInternVL decodes a forced call under the exact schemas; so do the servers that
+    serve InternVL behind ChatOpenAI (vLLM, lmdeploy, ``internvl-agent serve``: any base URL
+    but OpenAI's own). OpenAI, Azure OpenAI, Anthropic and the rest get the portable form."""
+    llm_type = getattr(model, "_llm_type", None)
+    if llm_type == "internvl":
+        return True
+    if llm_type != "openai-chat":
+        return False
+    client = getattr(model, "root_client", None)
+    base_url = str(getattr(client, "base_url", "") or getattr(model, "openai_api_base", "") or "")
+    host = (urlsplit(base_url).hostname or "").lower() if base_url else "api.openai.com"
+    return host not in OPENAI_HOSTS
 
 
 def tool_schemas_for(model: Any, schemas: ToolSchemas = "auto") -> Literal["exact", "portable"]:
-    """Which schemas `model` is given: `schemas`, or for "auto" by EXACT_SCHEMA_MODELS."""
+    """Which schemas `model` is given: `schemas`, or for "auto" "exact" where a forced call is
+    decoded under them (`_takes_exact_schemas`), "portable" everywhere else."""
     if schemas not in ("auto", "exact", "portable"):
         raise ConfigurationError(f"tool_schemas must be auto, exact or portable, got {schemas!r}")
     if schemas != "auto":
@@ -265,8 +284,16 @@ def tool_schemas_for(model: Any, schemas: ToolSchemas = "auto") -> Literal["exac
     models = (
         [model.runnable, *model.fallbacks] if isinstance(model, RunnableWithFallbacks) else [model]
     )
-    exact = all(getattr(m, "_llm_type", None) in EXACT_SCHEMA_MODELS for m in models)
-    return "exact" if exact else "portable"
+    return "exact" if all(_takes_exact_schemas(m) for m in models) else "portable"
+
+
+def _model_call_error(exc: Exception) -> str:
+    """The run's error for a failed model call, with the fix when the API refused the
+    exact schemas (a hosted OpenAI-compatible gateway given them by "auto")."""
+    text = f"the model call failed: {type(exc).__name__}: {exc}"
+    lowered = str(exc).lower()
+    refused = "anyof" in lowered and ("top level" in lowered or "top-level" in lowered)
+    return text + PORTABLE_HINT if refused else text
 
 
 def bind_action_tools(
@@ -504,11 +531,12 @@ class GUIAgent:
         one is fed back like any invalid call, and `AgentResult.output` is the validated
         object (a model instance, or the JSON value for a dict schema).
     tool_schemas: the action tools' schemas as the model is given them: "exact" (what
-        constrained decoding needs: ChatInternVL, and ChatOpenAI for OpenAI, vLLM, lmdeploy
-        or ``internvl-agent serve``), "portable" (a summary without anyOf at the top, which
-        Anthropic's API refuses; the rules are in the tools' descriptions) or "auto" (exact
-        for those, portable for any other model, and for a model with fallbacks unless all
-        of them are of those kinds). Every call is validated against the exact schema.
+        constrained decoding needs), "portable" (a summary without anyOf at the top, which
+        the OpenAI, Azure OpenAI and Anthropic APIs refuse; the rules are in the tools'
+        descriptions) or "auto": exact for ChatInternVL and for ChatOpenAI with a base URL
+        other than OpenAI's (vLLM, lmdeploy, ``internvl-agent serve`` decode a forced call
+        under them), portable for any other model (and for a model with fallbacks unless
+        every one of them takes exact). Every call is validated against the exact schema.
     """
 
     def __init__(
@@ -1602,9 +1630,7 @@ class GUIAgent:
             try:
                 response = yield ModelCall(self.bound_model, messages)
             except Exception as exc:
-                raise _EndRun(
-                    "error", f"the model call failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise _EndRun("error", _model_call_error(exc)) from exc
         reply: ModelReply = read_reply(response, self.tool_names, self.action_models)
         record.raw_model_output = reply.raw
         if reply.tool_name is not None:

@@ -14,9 +14,9 @@ A summary is wider than the schema: it lets through, for example, ``x`` without 
 (``tool_choice`` "any" or a name) is decoded under it, and the agent validates every call
 (an invalid one is fed back to the model); an unforced call is only parsed.
 
-`portable_view` is the summary without a combinator at the top: Anthropic's API refuses
-anyOf / oneOf / allOf there, and the agent gives such views to models other than
-ChatInternVL and ChatOpenAI (agent.bind_action_tools).
+`portable_view` is the summary without a combinator at the top: the OpenAI, Azure OpenAI and
+Anthropic APIs refuse anyOf / oneOf / allOf there; the agent gives such views to every model
+that does not decode a forced call under the exact schema (agent.tool_schemas_for).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from internvl_agent.actions import BROWSER_ACTIONS, action_tools
 from internvl_agent.agent.agent import GUIAgent, bind_action_tools, tool_schemas_for
 from internvl_agent.errors import ConfigurationError
-from tests.support.fakes import FakeComputer, tool_calling_fake
+from tests.support.fakes import FakeComputer, ToolCallingFake, tool_calling_fake
 
 COMBINATORS = ("anyOf", "oneOf", "allOf")
 
@@ -40,15 +40,25 @@ def test_an_unknown_model_gets_the_fields_without_top_level_alternatives() -> No
     assert bound.kwargs["tool_choice"] == "any"
 
 
-def test_openai_clients_get_the_exact_schemas_unless_told_otherwise() -> None:
-    from langchain_openai import ChatOpenAI
+def test_openai_clients_get_exact_schemas_only_when_pointed_at_an_internvl_server() -> None:
+    from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
-    model = ChatOpenAI(model="internvl3-2b", api_key="sk-test", base_url="http://127.0.0.1:9/v1")
-    assert tool_schemas_for(model) == "exact"
-    exact = bind_action_tools(model, action_tools(BROWSER_ACTIONS))
+    served = ChatOpenAI(model="internvl3-2b", api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    assert tool_schemas_for(served) == "exact"  # vLLM, lmdeploy, internvl-agent serve
+    exact = bind_action_tools(served, action_tools(BROWSER_ACTIONS))
     assert _bound_parameters(exact) == _exact()
-    portable = bind_action_tools(model, action_tools(BROWSER_ACTIONS), schemas="portable")
+    portable = bind_action_tools(served, action_tools(BROWSER_ACTIONS), schemas="portable")
     assert not any("anyOf" in p for p in _bound_parameters(portable).values())
+    # OpenAI's and Azure's APIs answer 400 "schema must have type 'object' and not have
+    # 'oneOf'/'anyOf'/'allOf'/'enum'/'not' at the top level"
+    openai = ChatOpenAI(model="gpt-4o", api_key="sk-test")
+    azure = AzureChatOpenAI(
+        azure_endpoint="https://example.openai.azure.com",
+        azure_deployment="gpt-4o",
+        api_version="2024-10-21",
+        api_key="test",  # type: ignore[arg-type]
+    )
+    assert tool_schemas_for(openai) == tool_schemas_for(azure) == "portable"
 
 
 def test_anthropic_gets_every_tool_in_a_form_its_api_accepts() -> None:
@@ -103,3 +113,19 @@ def test_a_typed_done_keeps_its_output_field_in_the_portable_form() -> None:
     done = _bound_parameters(agent.bound_model)["done"]
     assert "anyOf" not in done
     assert done["properties"]["output"]["properties"]["amount"]["type"] == "number"
+
+
+def test_an_api_that_refuses_the_exact_schemas_ends_the_run_with_the_fix(tmp_path: Any) -> None:
+    def refusing() -> Any:
+        raise RuntimeError(
+            "Error code: 400 - Invalid schema for function 'click': schema must have type "
+            "'object' and not have 'oneOf'/'anyOf'/'allOf'/'enum'/'not' at the top level."
+        )
+        yield  # a generator: the fake model's first reply raises
+
+    agent = GUIAgent(
+        ToolCallingFake(messages=refusing()), FakeComputer(), record_dir=tmp_path, max_steps=2
+    )
+    result = agent.run("anything")
+    assert result.status == "error"
+    assert result.error is not None and "tool_schemas='portable'" in result.error
