@@ -304,7 +304,8 @@ def bind_action_tools(
 
     `schemas` (see `tool_schemas_for`): "exact" binds the tools as they are; "portable"
     binds OpenAI tool dicts whose parameters are `portable_view` (no anyOf at the top, which
-    Anthropic's API refuses); the agent validates every call against the exact schema.
+    the OpenAI, Azure OpenAI and Anthropic APIs refuse); the agent validates every call
+    against the exact schema.
     """
     if not hasattr(model, "bind_tools"):
         raise ConfigurationError(f"{type(model).__name__} has no bind_tools: it cannot call tools")
