@@ -68,9 +68,10 @@ def model_view(schema: Any, *, required: bool = False) -> Any:
 
 
 def portable_view(schema: Any) -> Any:
-    """`model_view` without anyOf / oneOf / allOf at the top, which Anthropic's API refuses
-    in a tool's input schema (nested ones stay). The rules the alternatives stated are in the
-    action tools' descriptions, and the agent validates each call against the exact schema."""
+    """`model_view` without anyOf / oneOf / allOf at the top, which the OpenAI, Azure OpenAI
+    and Anthropic APIs refuse in a tool's parameters (nested ones stay). The rules the
+    alternatives stated are in the action tools' descriptions, and the agent validates each
+    call against the exact schema."""
     view = model_view(schema)
     if not isinstance(view, dict):
         return view
